@@ -1,0 +1,38 @@
+/* bind_json: the `json` module scripts use (json.encode, json.decode, json.null,
+ * json.array) and the one cJSON -> Lua conversion the runtime uses for event data.
+ *
+ * Arrays become sequences that carry a shared metatable (so an empty array encodes
+ * back as []); null becomes the json.null sentinel; integral numbers within +-2^53
+ * become Lua integers. It owns no C state: the sentinel and the array metatable live
+ * in the Lua registry.
+ */
+#ifndef LUAHOOK_BIND_JSON_H
+#define LUAHOOK_BIND_JSON_H
+
+#include <cjson/cJSON.h>
+#include <lua.h>
+#include <stddef.h>
+
+/* Default and hard nesting limits (containers inside containers). */
+#define JSON_DEFAULT_MAX_DEPTH 128
+#define JSON_HARD_MAX_DEPTH    1000
+
+/* Converts v to a Lua value and pushes it. May raise a Lua error (out of memory,
+ * nesting beyond JSON_HARD_MAX_DEPTH), so call it inside a protected call. */
+void bind_json_push(lua_State *L, const cJSON *v);
+
+/* luaopen-style: pushes the `json` module table. */
+int bind_json_open(lua_State *L);
+
+/* 1 if s[0..n) is well-formed UTF-8 (no overlongs, no surrogates, nothing above
+ * U+10FFFF), else 0. NUL bytes are valid UTF-8. */
+int json_utf8_valid(const char *s, size_t n);
+
+/* Strict RFC 8259 checks that cJSON does not make, on JSON text s[0..n): valid UTF-8,
+ * no raw control characters, well-formed number tokens, no "\u0000" escape (cJSON
+ * would silently cut the string there) and nesting at most max_depth. Returns NULL if
+ * the text passes (it may still be malformed JSON otherwise: cJSON decides that), or a
+ * static message and the byte offset of the problem in *err_off. */
+const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off);
+
+#endif

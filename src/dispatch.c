@@ -1,0 +1,192 @@
+/* dispatch: one batch at a time walks its events; a handler that suspends
+ * parks the walk until its task finishes. Completions that arrive synchronously
+ * are folded into a loop, so a large batch of quick handlers never recurses. */
+#include "dispatch.h"
+#include "bind_json.h"
+#include "log.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct run {
+  script_t *s;
+  gen_t *gen;
+  batch_t batch;
+  dispatch_meta meta;
+  dispatch_cbs cbs;
+  void *ud;
+  size_t next;    /* next event to start */
+  int in_loop;    /* inside advance(): a synchronous finish must not recurse */
+  int settled;    /* the current event finished while in_loop */
+  int errors, rejects;
+  char reason[512];
+  uint64_t t0;
+} run;
+
+static long inflight;
+
+long dispatch_inflight(void) {
+  return inflight;
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* Builds the event table; runs inside lua_pcall so memory errors are caught. */
+static int push_event(lua_State *L) {
+  const event_t *ev = lua_touserdata(L, 1);
+  const run *r = lua_touserdata(L, 2);
+  lua_createtable(L, 0, 12);
+  set_str(L, "id", ev->id);
+  set_str(L, "type", ev->type);
+  set_str(L, "subject", ev->subject);
+  set_str(L, "time", ev->time);
+  set_str(L, "source", ev->source);
+  set_str(L, "data_version", ev->data_version);
+  set_str(L, "schema", r->batch.schema == SCHEMA_CLOUDEVENTS ? "cloudevents" : "eventgrid");
+  if (ev->data) {
+    bind_json_push(L, ev->data);
+    lua_setfield(L, -2, "data");
+  }
+  if (r->meta.delivery_count >= 0) {
+    lua_pushinteger(L, r->meta.delivery_count);
+    lua_setfield(L, -2, "delivery_count");
+  }
+  lua_pushlstring(L, ev->raw, ev->raw_len);
+  lua_setfield(L, -2, "raw");
+  return 1;
+}
+
+static void finish_run(run *r) {
+  int status = r->errors ? 500 : r->rejects ? 400 : 200;
+  r->cbs.done(r->ud, status, status == 200 ? NULL : r->reason);
+  gen_unref(r->gen);
+  batch_free(&r->batch);
+  free(r);
+}
+
+static void note(run *r, const event_t *ev, task_status st, const char *err, int handled,
+                 uint64_t t0) {
+  inflight--;
+  if (st == TASK_ERROR || st == TASK_TIMEOUT) {
+    r->errors++;
+    log_write(LOG_ERROR, "handler failed",
+              (log_kv[]){{"event", ev->id}, {"type", ev->type}, {"error", err}}, 3);
+  } else if (st == TASK_REJECTED) {
+    r->rejects++;
+    log_write(LOG_WARN, "event rejected",
+              (log_kv[]){{"event", ev->id}, {"type", ev->type}, {"reason", err}}, 3);
+  }
+  if (err && !r->reason[0]) {
+    /* The first line of the first failure is the request's reason. */
+    size_t n = strcspn(err, "\n");
+    if (n >= sizeof r->reason) n = sizeof r->reason - 1;
+    memcpy(r->reason, err, n);
+    r->reason[n] = '\0';
+  }
+  if (r->cbs.event) {
+    event_outcome o = {ev, st, err, handled,
+                       (double)(uv_hrtime() - t0) / 1e6};
+    r->cbs.event(r->ud, &o);
+  }
+}
+
+static void advance(run *r);
+
+typedef struct ctx {
+  run *r;
+  size_t index;
+  uint64_t t0;
+} ctx;
+
+static void on_task_done(task_t *t, task_status st, const char *err, void *ud) {
+  (void)t;
+  ctx *c = ud;
+  run *r = c->r;
+  note(r, &r->batch.events[c->index], st, err, 1, c->t0);
+  free(c);
+  if (r->in_loop) {
+    r->settled = 1;
+    return;
+  }
+  advance(r);
+}
+
+/* Starts event r->next. Returns 1 if it settled synchronously. */
+static int start_event(run *r) {
+  const event_t *ev = &r->batch.events[r->next];
+  size_t index = r->next++;
+  uint64_t t0 = uv_hrtime();
+  int hook = ev->kind == EV_CONNECTED      ? HOOK_CONNECTED
+             : ev->kind == EV_DISCONNECTED ? HOOK_DISCONNECTED
+                                           : HOOK_EVENT;
+  inflight++;
+  if (!gen_has_hook(r->gen, hook)) {
+    log_write(LOG_DEBUG, "no handler for event",
+              (log_kv[]){{"event", ev->id}, {"type", ev->type},
+                         {"hook", script_hook_names[hook]}},
+              3);
+    note(r, ev, TASK_OK, NULL, 0, t0);
+    return 1;
+  }
+  ctx *c = malloc(sizeof *c);
+  task_t *t = c ? task_new(r->s, script_options(r->s)->handler_timeout_ms, on_task_done, c)
+                : NULL;
+  if (!t) {
+    free(c);
+    note(r, ev, TASK_ERROR, "out of memory", 0, t0);
+    return 1;
+  }
+  *c = (ctx){r, index, t0};
+  task_set_label(t, ev->id);
+  lua_State *co = task_thread(t);
+  gen_push_global(co, r->gen, script_hook_names[hook]);
+  lua_pushcfunction(co, push_event);
+  lua_pushlightuserdata(co, (void *)ev);
+  lua_pushlightuserdata(co, r);
+  script_enter(r->s);
+  int rc = lua_pcall(co, 2, 1, 0);
+  script_leave(r->s);
+  if (rc != LUA_OK) { /* could not even build the event: fail it through the task */
+    lua_settop(co, 0);
+    lua_pushcfunction(co, lua_error);
+    lua_pushliteral(co, "not enough memory to build the event table");
+  }
+  r->settled = 0;
+  task_run(t, 1);
+  return r->settled;
+}
+
+static void advance(run *r) {
+  r->in_loop = 1;
+  while (r->next < r->batch.n) {
+    if (!start_event(r)) { /* suspended: on_task_done continues the walk */
+      r->in_loop = 0;
+      return;
+    }
+  }
+  r->in_loop = 0;
+  finish_run(r);
+}
+
+int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch_cbs *cbs,
+                 void *ud) {
+  gen_t *g = script_current(s);
+  if (!g) return -1;
+  run *r = calloc(1, sizeof *r);
+  if (!r) return -1;
+  r->s = s;
+  r->gen = g;
+  gen_ref(g);
+  r->batch = *b;
+  memset(b, 0, sizeof *b);
+  r->meta = *m;
+  r->cbs = *cbs;
+  r->ud = ud;
+  advance(r);
+  return 0;
+}

@@ -1,0 +1,376 @@
+/* eventgrid: validation and decoding of delivery bodies. One scan of the raw
+ * bytes (NUL, UTF-8, depth, element spans), one cJSON parse, then per-event field
+ * checks. The first problem found is reported with the event's index. */
+#include "eventgrid.h"
+#include "bind_json.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct span {
+  size_t off, len;
+} span;
+
+static int fail(decode_error *e, int status, long index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(decode_error *e, int status, long index, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+  va_end(ap);
+  e->status = status;
+  e->index = index;
+  return -1;
+}
+
+static int is_ws(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Finds the nesting depth and, when the top level is an array, the span of each
+ * element. Strings are skipped with their escapes; the bytes are not otherwise
+ * checked here (cJSON does that), so spans are only trusted after a clean parse. */
+static int scan(const char *s, size_t n, span **spans, size_t *nspans, decode_error *e) {
+  size_t cap = 0, count = 0, start = 0;
+  int depth = 0, in_elem = 0, root_array = 0;
+  span *v = NULL;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (c == '"') {
+      if (depth == 1 && root_array && !in_elem) in_elem = 1, start = i;
+      for (i++; i < n && s[i] != '"'; i++)
+        if (s[i] == '\\') i++;
+      continue;
+    }
+    if (c == '[' || c == '{') {
+      if (depth == 0 && c == '[') root_array = 1;
+      else if (depth == 1 && root_array && !in_elem) in_elem = 1, start = i;
+      if (++depth > EVENTGRID_MAX_DEPTH) {
+        free(v);
+        return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
+      }
+      continue;
+    }
+    if (c == ']' || c == '}' || c == ',') {
+      if (depth == 1 && root_array && in_elem && c != '}') {
+        size_t end = i;
+        while (end > start && is_ws(s[end - 1])) end--;
+        if (count == cap) {
+          cap = cap ? cap * 2 : 16;
+          span *nv = realloc(v, cap * sizeof *v);
+          if (!nv) {
+            free(v);
+            return fail(e, 500, -1, "out of memory");
+          }
+          v = nv;
+        }
+        v[count].off = start;
+        v[count].len = end - start;
+        count++;
+        in_elem = 0;
+      }
+      if (c != ',' && depth > 0) depth--;
+      continue;
+    }
+    if (depth == 1 && root_array && !in_elem && !is_ws(c)) in_elem = 1, start = i;
+  }
+  *spans = v;
+  *nspans = count;
+  return 0;
+}
+
+static const char *str_field(const cJSON *obj, const char *name) {
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsString(f) ? f->valuestring : NULL;
+}
+
+/* An optional string field: absent or null is fine, any other type is not. */
+static int opt_str(const cJSON *obj, const char *name, const char **out, long i,
+                   decode_error *e) {
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+  *out = NULL;
+  if (!f || cJSON_IsNull(f)) return 0;
+  if (!cJSON_IsString(f)) return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
+  *out = f->valuestring;
+  return 0;
+}
+
+static int req_str(const cJSON *obj, const char *name, const char **out, long i,
+                   decode_error *e) {
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+  if (!f) return fail(e, 400, i, "event %ld: missing '%s'", i, name);
+  if (!cJSON_IsString(f) || f->valuestring[0] == '\0')
+    return fail(e, 400, i, "event %ld: '%s' must be a non-empty string", i, name);
+  *out = f->valuestring;
+  return 0;
+}
+
+static int digits(const char *s, int n, int *out) {
+  int v = 0;
+  for (int k = 0; k < n; k++) {
+    if (!isdigit((unsigned char)s[k])) return -1;
+    v = v * 10 + (s[k] - '0');
+  }
+  *out = v;
+  return 0;
+}
+
+static long long days_from_civil(int y, int m, int d) {
+  y -= m <= 2;
+  long long era = (y >= 0 ? y : y - 399) / 400;
+  long long yoe = y - era * 400;
+  long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+int eventgrid_parse_time(const char *s, long long *epoch) {
+  static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int Y, M, D, h, m, sec;
+  if (strlen(s) < 19 || digits(s, 4, &Y) || s[4] != '-' || digits(s + 5, 2, &M) ||
+      s[7] != '-' || digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &m) || s[16] != ':' ||
+      digits(s + 17, 2, &sec))
+    return -1;
+  if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || h > 23 || m > 59 || sec > 60) return -1;
+  if (M == 2 && D == 29 && !((Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0)) return -1;
+  const char *p = s + 19;
+  if (*p == '.') {
+    p++;
+    if (!isdigit((unsigned char)*p)) return -1;
+    while (isdigit((unsigned char)*p)) p++;
+  }
+  long long off = 0;
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    int oh, om;
+    if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+      return -1;
+    off = (oh * 3600LL + om * 60) * (*p == '-' ? -1 : 1);
+    p += 6;
+  }
+  if (*p != '\0') return -1;
+  *epoch = days_from_civil(Y, M, D) * 86400 + h * 3600LL + m * 60LL + sec - off;
+  return 0;
+}
+
+static int media_is(const char *ct, const char *type) {
+  size_t n = strlen(type);
+  while (*ct == ' ') ct++;
+  if (strncasecmp(ct, type, n) != 0) return 0;
+  ct += n;
+  while (*ct == ' ' || *ct == '\t') ct++;
+  return *ct == '\0' || *ct == ';';
+}
+
+int eventgrid_content_type_ok(const char *ct) {
+  if (!ct) return 1;
+  if (media_is(ct, "application/json") || media_is(ct, "text/json")) return 1;
+  if (media_is(ct, "application/cloudevents+json") ||
+      media_is(ct, "application/cloudevents-batch+json"))
+    return 1;
+  return 0;
+}
+
+static int check_signalr_data(const event_t *ev, long i, decode_error *e) {
+  const cJSON *d = ev->data;
+  if (!cJSON_IsObject(d))
+    return fail(e, 400, i, "event %ld: SignalR event 'data' must be an object", i);
+  if (!str_field(d, "hubName"))
+    return fail(e, 400, i, "event %ld: SignalR event needs a string 'data.hubName'", i);
+  if (!str_field(d, "connectionId"))
+    return fail(e, 400, i, "event %ld: SignalR event needs a string 'data.connectionId'", i);
+  return 0;
+}
+
+static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_error *e) {
+  long long t;
+  if (req_str(o, "id", &ev->id, i, e) || req_str(o, "eventType", &ev->type, i, e)) return -1;
+  const cJSON *tf = cJSON_GetObjectItemCaseSensitive(o, "eventTime");
+  if (!tf) return fail(e, 400, i, "event %ld: missing 'eventTime'", i);
+  if (!cJSON_IsString(tf) || eventgrid_parse_time(tf->valuestring, &t))
+    return fail(e, 400, i, "event %ld: 'eventTime' is not an RFC 3339 time", i);
+  ev->time = tf->valuestring;
+  if (opt_str(o, "subject", &ev->subject, i, e) || opt_str(o, "topic", &ev->source, i, e) ||
+      opt_str(o, "dataVersion", &ev->data_version, i, e))
+    return -1;
+  ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
+  return 0;
+}
+
+static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *e) {
+  const char *spec;
+  long long t;
+  if (req_str(o, "specversion", &spec, i, e) || req_str(o, "id", &ev->id, i, e) ||
+      req_str(o, "source", &ev->source, i, e) || req_str(o, "type", &ev->type, i, e))
+    return -1;
+  if (strcmp(spec, "1.0") != 0)
+    return fail(e, 400, i, "event %ld: unsupported specversion '%s'", i, spec);
+  if (opt_str(o, "subject", &ev->subject, i, e) || opt_str(o, "time", &ev->time, i, e) ||
+      opt_str(o, "dataschema", &ev->data_version, i, e))
+    return -1;
+  ev->data_version = NULL; /* CloudEvents has no dataVersion */
+  if (ev->time && eventgrid_parse_time(ev->time, &t))
+    return fail(e, 400, i, "event %ld: 'time' is not an RFC 3339 time", i);
+  ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
+  if (ev->data && cJSON_GetObjectItemCaseSensitive(o, "data_base64"))
+    return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are mutually exclusive", i);
+  return 0;
+}
+
+static int classify(batch_t *b, decode_error *e) {
+  for (size_t k = 0; k < b->n; k++) {
+    event_t *ev = &b->events[k];
+    long i = (long)k;
+    if (strcmp(ev->type, EG_TYPE_CONNECTED) == 0) {
+      ev->kind = EV_CONNECTED;
+    } else if (strcmp(ev->type, EG_TYPE_DISCONNECTED) == 0) {
+      ev->kind = EV_DISCONNECTED;
+    } else {
+      ev->kind = EV_OTHER;
+      if (strcmp(ev->type, EG_TYPE_VALIDATION) == 0) {
+        if (b->n != 1)
+          return fail(e, 400, i, "event %ld: a validation event must be alone in its batch", i);
+        const char *code = cJSON_IsObject(ev->data) ? str_field(ev->data, "validationCode") : 0;
+        if (!code)
+          return fail(e, 400, i, "event %ld: validation event needs a string "
+                      "'data.validationCode'", i);
+        b->kind = BATCH_VALIDATION;
+        b->validation_code = code;
+        b->validation_url = str_field(ev->data, "validationUrl");
+      }
+      continue;
+    }
+    if (check_signalr_data(ev, i, e)) return -1;
+  }
+  return 0;
+}
+
+int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
+  memset(b, 0, sizeof *b);
+  e->index = -1;
+  e->msg[0] = '\0';
+  const char *ct = d->content_type;
+  if (!eventgrid_content_type_ok(ct))
+    return fail(e, 415, -1, "unsupported content type '%s': send application/json or "
+                "application/cloudevents+json", ct);
+  int ce_structured = ct && media_is(ct, "application/cloudevents+json");
+  int ce_batch = ct && media_is(ct, "application/cloudevents-batch+json");
+
+  const char *aeg = d->aeg_event_type;
+  int want_validation = 0;
+  if (aeg && *aeg) {
+    if (strcasecmp(aeg, "SubscriptionValidation") == 0) want_validation = 1;
+    else if (strcasecmp(aeg, "Notification") != 0 &&
+             strcasecmp(aeg, "SubscriptionDeletion") != 0 && strcasecmp(aeg, "Unsubscribe") != 0)
+      return fail(e, 400, -1, "unknown aeg-event-type '%s'", aeg);
+  }
+
+  if (d->len == 0) return fail(e, 400, -1, "empty body: expected a JSON array of events");
+  if (memchr(d->body, '\0', d->len)) return fail(e, 400, -1, "body contains a NUL byte");
+  if (!json_utf8_valid(d->body, d->len)) return fail(e, 400, -1, "body is not valid UTF-8");
+
+  span *spans = NULL;
+  size_t nspans = 0;
+  if (scan(d->body, d->len, &spans, &nspans, e)) return -1;
+
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(d->body, d->len, &end, 0);
+  if (!root) {
+    free(spans);
+    size_t at = end ? (size_t)(end - d->body) : 0;
+    const char *ep = cJSON_GetErrorPtr();
+    if (ep && ep >= d->body && ep <= d->body + d->len) at = (size_t)(ep - d->body);
+    return fail(e, 400, -1, "body is not valid JSON (at byte %zu)", at);
+  }
+  for (const char *p = end; p < d->body + d->len; p++)
+    if (!is_ws(*p)) {
+      cJSON_Delete(root);
+      free(spans);
+      return fail(e, 400, -1, "trailing data after the JSON value at byte %zu",
+                  (size_t)(p - d->body));
+    }
+
+  b->root = root;
+  int is_array = cJSON_IsArray(root);
+  size_t n = is_array ? (size_t)cJSON_GetArraySize(root) : 1;
+  if (!is_array) {
+    /* A single CloudEvent in structured mode; an Event Grid delivery is an array. */
+    if (!cJSON_IsObject(root) || ce_batch || (!ce_structured && !str_field(root, "specversion"))) {
+      free(spans);
+      batch_free(b);
+      return fail(e, 400, -1, "body must be a JSON array of events");
+    }
+  }
+  if (is_array && nspans != n) { /* cannot happen for a clean parse; be safe */
+    free(spans);
+    batch_free(b);
+    return fail(e, 400, -1, "body is not valid JSON");
+  }
+  b->events = n ? calloc(n, sizeof *b->events) : NULL;
+  if (n && !b->events) {
+    free(spans);
+    batch_free(b);
+    return fail(e, 500, -1, "out of memory");
+  }
+  b->n = n;
+
+  /* The schema is the content type's, else the first event's shape. */
+  const cJSON *first = is_array ? root->child : root;
+  int ce = ce_structured || ce_batch || (first && str_field(first, "specversion"));
+  b->schema = ce ? SCHEMA_CLOUDEVENTS : SCHEMA_EVENTGRID;
+
+  long i = 0;
+  for (const cJSON *o = first; o && i < (long)n; o = is_array ? o->next : NULL, i++) {
+    event_t *ev = &b->events[i];
+    if (!cJSON_IsObject(o)) {
+      free(spans);
+      batch_free(b);
+      return fail(e, 400, i, "event %ld: must be a JSON object", i);
+    }
+    ev->obj = o;
+    ev->raw = is_array ? d->body + spans[i].off : d->body;
+    ev->raw_len = is_array ? spans[i].len : d->len;
+    int r = ce ? decode_cloudevent(o, ev, i, e) : decode_eventgrid_event(o, ev, i, e);
+    if (r) {
+      free(spans);
+      batch_free(b);
+      return -1;
+    }
+  }
+  free(spans);
+  if (classify(b, e)) {
+    batch_free(b);
+    return -1;
+  }
+  if (want_validation && b->kind != BATCH_VALIDATION) {
+    batch_free(b);
+    return fail(e, 400, -1, "aeg-event-type is SubscriptionValidation but the body holds no "
+                "validation event");
+  }
+  return 0;
+}
+
+void batch_free(batch_t *b) {
+  cJSON_Delete(b->root);
+  free(b->events);
+  memset(b, 0, sizeof *b);
+}
+
+char *eventgrid_validation_response(const batch_t *b, size_t *len) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o || !cJSON_AddStringToObject(o, "validationResponse", b->validation_code)) {
+    cJSON_Delete(o);
+    return NULL;
+  }
+  char *s = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  if (s) *len = strlen(s);
+  return s;
+}

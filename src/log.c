@@ -1,0 +1,154 @@
+/* log: formats records as text or JSON lines and writes each with one write(2)
+ * to stderr, so lines from one process never interleave. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static log_level min_level = LOG_INFO;
+static log_format format = LOG_TEXT;
+
+static const char *const names[] = {"debug", "info", "warn", "error"};
+static const char *const upper[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+void log_setup(log_level min, log_format fmt) {
+  min_level = min;
+  format = fmt;
+}
+
+int log_enabled(log_level lv) {
+  return lv >= min_level;
+}
+
+int log_level_parse(const char *s) {
+  for (int i = 0; i < 4; i++)
+    if (strcmp(s, names[i]) == 0) return i;
+  return -1;
+}
+
+const char *log_level_name(log_level lv) {
+  return names[lv];
+}
+
+typedef struct buf {
+  char data[8192];
+  size_t len;
+} buf;
+
+static void put(buf *b, const char *s, size_t n) {
+  size_t room = sizeof(b->data) - 1 - b->len; /* keep one byte for '\n' */
+  if (n > room) n = room;
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+}
+
+static void puts_(buf *b, const char *s) {
+  put(b, s, strlen(s));
+}
+
+/* JSON string body, escaped; invalid bytes pass through (the caller's text). */
+static void put_json_str(buf *b, const char *s) {
+  put(b, "\"", 1);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[8];
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      put(b, esc, 2);
+    } else if (c < 0x20) {
+      snprintf(esc, sizeof esc, "\\u%04x", c);
+      put(b, esc, 6);
+    } else {
+      put(b, s, 1);
+    }
+  }
+  put(b, "\"", 1);
+}
+
+/* Text values are quoted when they hold spaces, quotes or '=' so lines stay
+ * parseable; newlines (tracebacks) are kept as "\n" escapes. */
+static void put_text_value(buf *b, const char *s) {
+  int quote = *s == '\0' || strpbrk(s, " \"=\n\t") != NULL;
+  if (!quote) {
+    puts_(b, s);
+    return;
+  }
+  put(b, "\"", 1);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') {
+      put(b, "\\", 1);
+      put(b, s, 1);
+    } else if (*s == '\n') {
+      put(b, "\\n", 2);
+    } else if (*s == '\t') {
+      put(b, "\\t", 2);
+    } else {
+      put(b, s, 1);
+    }
+  }
+  put(b, "\"", 1);
+}
+
+static void put_time(buf *b) {
+  struct timeval tv;
+  struct tm tm;
+  char ts[40];
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + n, sizeof ts - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+  puts_(b, ts);
+}
+
+void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
+  if (lv < min_level) return;
+  buf b;
+  b.len = 0;
+  if (format == LOG_JSON) {
+    puts_(&b, "{\"time\":\"");
+    put_time(&b);
+    puts_(&b, "\",\"level\":\"");
+    puts_(&b, names[lv]);
+    puts_(&b, "\",\"msg\":");
+    put_json_str(&b, msg);
+    for (size_t i = 0; i < nkv; i++) {
+      if (!kv[i].value) continue;
+      put(&b, ",", 1);
+      put_json_str(&b, kv[i].key);
+      put(&b, ":", 1);
+      put_json_str(&b, kv[i].value);
+    }
+    put(&b, "}", 1);
+  } else {
+    put_time(&b);
+    put(&b, " ", 1);
+    puts_(&b, upper[lv]);
+    put(&b, " ", 1);
+    puts_(&b, msg);
+    for (size_t i = 0; i < nkv; i++) {
+      if (!kv[i].value) continue;
+      put(&b, " ", 1);
+      puts_(&b, kv[i].key);
+      put(&b, "=", 1);
+      put_text_value(&b, kv[i].value);
+    }
+  }
+  b.data[b.len++] = '\n';
+  ssize_t r = write(STDERR_FILENO, b.data, b.len);
+  (void)r;
+}
+
+void log_msgf(log_level lv, const char *fmt, ...) {
+  if (lv < min_level) return;
+  char msg[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  log_write(lv, msg, NULL, 0);
+}

@@ -1,0 +1,193 @@
+/* task: coroutine runs. The thread is anchored in the registry; the task
+ * pointer sits in the thread's extra space so bindings find it from their
+ * lua_State. A deadline timer is armed only when the task first suspends: a
+ * task that finishes in one slice costs no timer at all. */
+#include "task.h"
+#include "log.h"
+#include "script.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+struct task {
+  script_t *s;
+  lua_State *co;
+  int ref;
+  task_done_fn done;
+  void *ud;
+  uint64_t timeout_ms;
+  uint64_t started;
+  uv_timer_t *deadline;
+  task_cancel_fn cancel;
+  void *op;
+  int suspended;
+  int rejected;
+  int cpu_killed;
+  char *reason;
+  const char *label;
+};
+
+static void **slot(lua_State *L) {
+  return (void **)lua_getextraspace(L);
+}
+
+task_t *task_from(lua_State *L) {
+  return *slot(L);
+}
+
+lua_State *task_thread(task_t *t) {
+  return t->co;
+}
+
+void task_set_label(task_t *t, const char *label) {
+  t->label = label;
+}
+
+const char *task_label(const task_t *t) {
+  return t->label;
+}
+
+task_t *task_new(script_t *s, uint64_t timeout_ms, task_done_fn done, void *ud) {
+  task_t *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  lua_State *L = script_lua(s);
+  t->s = s;
+  t->done = done;
+  t->ud = ud;
+  t->timeout_ms = timeout_ms;
+  if (!lua_checkstack(L, 1)) {
+    free(t);
+    return NULL;
+  }
+  t->co = lua_newthread(L);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  *slot(t->co) = t;
+  return t;
+}
+
+static void close_timer(uv_handle_t *h) {
+  free(h);
+}
+
+static void finish(task_t *t, task_status st, const char *err) {
+  if (t->deadline) {
+    uv_close((uv_handle_t *)t->deadline, close_timer);
+    t->deadline = NULL;
+  }
+  *slot(t->co) = NULL;
+  t->done(t, st, err, t->ud);
+  luaL_unref(script_lua(t->s), LUA_REGISTRYINDEX, t->ref);
+  free(t->reason);
+  free(t);
+}
+
+static void cpu_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  task_t *t = script_running(script_from(L));
+  if (t) t->cpu_killed = 1;
+  /* Raise again on every instruction from now on, so a pcall in the script
+   * cannot swallow the kill. */
+  lua_sethook(L, cpu_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "cpu budget exceeded");
+}
+
+static void on_deadline(uv_timer_t *timer) {
+  task_t *t = timer->data;
+  if (!t->suspended) return;
+  char msg[128];
+  snprintf(msg, sizeof msg, "handler timed out after %llu ms",
+           (unsigned long long)t->timeout_ms);
+  task_abandon(t, msg);
+}
+
+static void arm_deadline(task_t *t) {
+  if (!t->timeout_ms || t->deadline) return;
+  uv_loop_t *loop = script_loop(t->s);
+  uint64_t elapsed = uv_now(loop) - t->started;
+  uint64_t left = elapsed >= t->timeout_ms ? 0 : t->timeout_ms - elapsed;
+  t->deadline = malloc(sizeof *t->deadline);
+  if (!t->deadline) return; /* without a timer the handler can only finish by itself */
+  uv_timer_init(loop, t->deadline);
+  t->deadline->data = t;
+  uv_timer_start(t->deadline, on_deadline, left, 0);
+}
+
+static void step(task_t *t, int nargs) {
+  script_t *s = t->s;
+  lua_State *L = script_lua(s);
+  uint64_t budget = script_options(s)->cpu_budget;
+  int nres = 0;
+  if (budget) lua_sethook(t->co, cpu_hook, LUA_MASKCOUNT, budget > INT32_MAX ? INT32_MAX : (int)budget);
+  task_t *outer = script_running(s);
+  script_set_running(s, t);
+  script_enter(s);
+  int st = lua_resume(t->co, L, nargs, &nres);
+  script_leave(s);
+  script_set_running(s, outer);
+
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    if (t->suspended) {
+      arm_deadline(t);
+      return;
+    }
+    finish(t, TASK_ERROR, "coroutine.yield() from a handler: only suspending calls "
+           "(http, timer.sleep) may yield");
+    return;
+  }
+  if (t->rejected) {
+    finish(t, TASK_REJECTED, t->reason ? t->reason : "rejected");
+    return;
+  }
+  if (st == LUA_OK) {
+    finish(t, TASK_OK, NULL);
+    return;
+  }
+  const char *msg = lua_tostring(t->co, -1);
+  if (t->cpu_killed) msg = "cpu budget exceeded";
+  else if (st == LUA_ERRMEM) msg = "not enough memory (lua memory limit reached)";
+  else if (!msg) msg = "(error object is not a string)";
+  luaL_traceback(L, t->co, msg, 0);
+  finish(t, TASK_ERROR, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
+void task_run(task_t *t, int nargs) {
+  t->started = uv_now(script_loop(t->s));
+  step(t, nargs);
+}
+
+int task_suspend(lua_State *L, task_t *t, task_cancel_fn cancel, void *op) {
+  t->suspended = 1;
+  t->cancel = cancel;
+  t->op = op;
+  return lua_yield(L, 0);
+}
+
+void task_resume(task_t *t, int nres) {
+  t->suspended = 0;
+  t->cancel = NULL;
+  t->op = NULL;
+  step(t, nres);
+}
+
+void task_abandon(task_t *t, const char *reason) {
+  if (t->cancel) t->cancel(t->op);
+  t->cancel = NULL;
+  t->suspended = 0;
+  finish(t, TASK_TIMEOUT, reason);
+}
+
+int task_reject(lua_State *L) {
+  const char *why = luaL_optstring(L, 1, "rejected");
+  task_t *t = task_from(L);
+  if (!t) return luaL_error(L, "luahook.reject() can only be called from a handler");
+  if (!t->rejected) {
+    t->rejected = 1;
+    t->reason = strdup(why);
+  }
+  return luaL_error(L, "rejected: %s", why);
+}
