@@ -116,8 +116,10 @@ static int b64_encode(lua_State *L, int url) {
     uint32_t v = (uint32_t)s[0] << 16 | (rest == 2 ? (uint32_t)s[1] << 8 : 0);
     o[0] = abc[v >> 18];
     o[1] = abc[(v >> 12) & 63];
-    if (rest == 2) o[2] = abc[(v >> 6) & 63];
-    else if (!url) o[2] = '=';
+    if (rest == 2)
+      o[2] = abc[(v >> 6) & 63];
+    else if (!url)
+      o[2] = '=';
     if (!url) o[3] = '=';
   }
   luaL_pushresultsize(&b, outlen);
@@ -150,9 +152,8 @@ static int b64_decode(lua_State *L, int url) {
   for (size_t i = 0; i < len; i++) {
     int v = b64_value(s[i], url);
     if (v < 0) {
-      lua_pushfstring(L, "crypto: invalid base64 character at offset %I", (lua_Integer)i);
       luaL_pushfail(L);
-      lua_insert(L, -2);
+      lua_pushfstring(L, "crypto: invalid base64 character at offset %I", (lua_Integer)i);
       return 2;
     }
     acc = acc << 6 | (uint32_t)v;

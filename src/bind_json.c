@@ -255,7 +255,9 @@ static void push_value(lua_State *L, const cJSON *v, int depth, int mt, int null
   case cJSON_String:
   case cJSON_Raw:
     if (!v->valuestring) break;
-    lua_pushstring(L, v->valuestring);
+    /* Not lua_pushstring: its address-keyed cache costs a strcmp per string and
+     * never hits for freshly parsed text. */
+    lua_pushlstring(L, v->valuestring, strlen(v->valuestring));
     return;
   case cJSON_Array: {
     lua_Integer i = 0;
@@ -276,7 +278,7 @@ static void push_value(lua_State *L, const cJSON *v, int depth, int mt, int null
     lua_createtable(L, 0, count_items(v->child));
     for (c = v->child; c; c = c->next) {
       if (!c->string) luaL_error(L, "json: object member without a name");
-      lua_pushstring(L, c->string);
+      lua_pushlstring(L, c->string, strlen(c->string));
       push_value(L, c, depth + 1, mt, null);
       lua_rawset(L, -3); /* duplicate names: the last one wins, as in JavaScript */
     }
@@ -482,7 +484,10 @@ static int enc_float(enc_t *e, lua_Number x) {
     if (tmp[i] == ',') tmp[i] = '.'; /* a locale decimal comma */
     if (tmp[i] == '.' || tmp[i] == 'e') plain = 0;
   }
-  if (plain) tmp[n++] = '.', tmp[n++] = '0';
+  if (plain) {
+    tmp[n++] = '.';
+    tmp[n++] = '0';
+  }
   return put(e, tmp, (size_t)n);
 }
 

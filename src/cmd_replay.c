@@ -23,26 +23,47 @@ typedef struct tally {
 
 static const char *outcome_word(const event_outcome *o) {
   switch (o->st) {
-  case TASK_OK: return o->handled ? "ok" : "no-handler";
-  case TASK_ERROR: return "error";
-  case TASK_REJECTED: return "rejected";
-  case TASK_TIMEOUT: return "timeout";
+  case TASK_OK:
+    return o->handled ? "ok" : "no-handler";
+  case TASK_ERROR:
+    return "error";
+  case TASK_REJECTED:
+    return "rejected";
+  case TASK_TIMEOUT:
+    return "timeout";
   }
   return "error";
+}
+
+/* Prints n bytes of s on one line: control characters (a newline in an id) are
+ * escaped, so each event stays one line. */
+static void put_clean(const char *s, size_t n) {
+  for (size_t i = 0; i < n && s[i]; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f)
+      printf("\\x%02x", c);
+    else
+      putchar(c);
+  }
 }
 
 static void on_event(void *ud, const event_outcome *o) {
   tally *t = ud;
   if (o->st == TASK_OK) {
-    if (o->handled) t->ok++;
-    else t->unhandled++;
+    if (o->handled)
+      t->ok++;
+    else
+      t->unhandled++;
   } else {
     t->failed++;
   }
-  printf("%s %s %s %.1fms", o->ev->id, o->ev->type, outcome_word(o), o->ms);
+  put_clean(o->ev->id, strlen(o->ev->id));
+  putchar(' ');
+  put_clean(o->ev->type, strlen(o->ev->type));
+  printf(" %s %.1fms", outcome_word(o), o->ms);
   if (o->err && o->st != TASK_OK) {
-    int n = (int)strcspn(o->err, "\n");
-    printf(" %.*s", n, o->err);
+    putchar(' ');
+    put_clean(o->err, strcspn(o->err, "\n"));
   }
   putchar('\n');
   fflush(stdout);
@@ -173,8 +194,10 @@ int cmd_replay(int argc, char **argv) {
   for (int i = 0; i < nfiles; i++) {
     if (strcmp(files[i], "-") == 0) continue;
     const char *why = NULL;
-    if (stat(files[i], &st) != 0) why = strerror(errno);
-    else if (S_ISDIR(st.st_mode)) why = "is a directory";
+    if (stat(files[i], &st) != 0)
+      why = strerror(errno);
+    else if (S_ISDIR(st.st_mode))
+      why = "is a directory";
     if (why) {
       snprintf(err, sizeof err, "cannot read %s: %s", files[i], why);
       config_free(&c);
@@ -205,7 +228,8 @@ int cmd_replay(int argc, char **argv) {
       tally total = {0};
       for (int i = 0; i < nfiles; i++)
         if (replay_file(s, &loop, files[i], &total)) rc = 1;
-      fprintf(stderr, "luahook: replayed %d file%s: %ld ok, %ld without handler, %ld failed\n",
+      fprintf(stderr,
+              "luahook: replayed %d file%s: %ld ok, %ld without handler, %ld failed\n",
               nfiles, nfiles == 1 ? "" : "s", total.ok, total.unhandled, total.failed);
     }
     script_free(s);

@@ -9,7 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum kind { K_STR, K_LISTEN, K_SIZE, K_MS, K_INT, K_U64, K_FLAG_OFF, K_LEVEL, K_FORMAT, K_SECRET };
+enum kind {
+  K_STR,
+  K_LISTEN,
+  K_SIZE,
+  K_MS,
+  K_INT,
+  K_U64,
+  K_FLAG_OFF,
+  K_LEVEL,
+  K_FORMAT,
+  K_SECRET
+};
 
 typedef struct option {
   const char *name; /* without "--"; env var is LUAHOOK_ + upper(name with _) */
@@ -28,8 +39,10 @@ static const option options[] = {
      "require ?code=S or header aeg-sas-key: S; repeat, or separate with commas, to "
      "accept several"},
     {"max-body", K_SIZE, OFF(max_body), "BYTES", "largest request body (default 1088k)"},
-    {"max-header", K_SIZE, OFF(max_header), "BYTES", "largest request head (default 16k)"},
-    {"max-connections", K_INT, OFF(max_connections), "N", "open connections (default 1024)"},
+    {"max-header", K_SIZE, OFF(max_header), "BYTES",
+     "largest request head (default 16k)"},
+    {"max-connections", K_INT, OFF(max_connections), "N",
+     "open connections (default 1024)"},
     {"header-timeout-ms", K_MS, OFF(header_timeout_ms), "MS",
      "time to receive a request's head (default 10000)"},
     {"body-timeout-ms", K_MS, OFF(body_timeout_ms), "MS",
@@ -37,12 +50,14 @@ static const option options[] = {
     {"idle-timeout-ms", K_MS, OFF(idle_timeout_ms), "MS",
      "keep-alive idle time (default 75000)"},
     {"no-reload", K_FLAG_OFF, OFF(reload), NULL, "do not watch the script for changes"},
-    {"log-level", K_LEVEL, OFF(log_level), "LEVEL", "debug|info|warn|error (default info)"},
+    {"log-level", K_LEVEL, OFF(log_level), "LEVEL",
+     "debug|info|warn|error (default info)"},
     {"log-format", K_FORMAT, OFF(log_format), "FMT", "text|json (default text)"},
     {"cpu-budget", K_U64, OFF(cpu_budget), "N",
      "Lua instructions a handler may run between suspensions (default 50000000, 0 = "
      "none)"},
-    {"lua-memory", K_SIZE, OFF(lua_memory), "BYTES", "Lua heap limit (default 256m, 0 = none)"},
+    {"lua-memory", K_SIZE, OFF(lua_memory), "BYTES",
+     "Lua heap limit (default 256m, 0 = none)"},
     {"handler-timeout-ms", K_MS, OFF(handler_timeout_ms), "MS",
      "a handler still running after this fails (default 25000)"},
 };
@@ -74,11 +89,22 @@ int config_parse_size(const char *s, size_t *out) {
   if (end == s || errno || *s == '-') return -1;
   unsigned long long mul = 1;
   switch (tolower((unsigned char)*end)) {
-  case '\0': break;
-  case 'k': mul = 1024ULL; end++; break;
-  case 'm': mul = 1024ULL * 1024; end++; break;
-  case 'g': mul = 1024ULL * 1024 * 1024; end++; break;
-  default: return -1;
+  case '\0':
+    break;
+  case 'k':
+    mul = 1024ULL;
+    end++;
+    break;
+  case 'm':
+    mul = 1024ULL * 1024;
+    end++;
+    break;
+  case 'g':
+    mul = 1024ULL * 1024 * 1024;
+    end++;
+    break;
+  default:
+    return -1;
   }
   if (*end == 'b' || *end == 'B') end++;
   if (*end != '\0' || v > SIZE_MAX / mul) return -1;
@@ -200,11 +226,13 @@ void config_usage(const char *cmd) {
            "deliveries and calls SCRIPT's hooks.\n\noptions (each also read from "
            "LUAHOOK_<NAME>, e.g. LUAHOOK_MAX_BODY):\n");
   else if (strcmp(cmd, "check") == 0)
-    printf("usage: luahook check SCRIPT [options]\n\nCompiles and loads SCRIPT, prints the "
-           "hooks it defines; exit 1 with file:line on error.\n\noptions:\n");
+    printf(
+        "usage: luahook check SCRIPT [options]\n\nCompiles and loads SCRIPT, prints the "
+        "hooks it defines; exit 1 with file:line on error.\n\noptions:\n");
   else
-    printf("usage: luahook replay SCRIPT FILE... [options]\n\nFeeds event files through the "
-           "script without HTTP; one line per event; exit 1 if any failed.\n\noptions:\n");
+    printf(
+        "usage: luahook replay SCRIPT FILE... [options]\n\nFeeds event files through the "
+        "script without HTTP; one line per event; exit 1 if any failed.\n\noptions:\n");
   for (size_t i = 0; i < NOPTIONS; i++) {
     char left[64];
     snprintf(left, sizeof left, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
@@ -214,8 +242,8 @@ void config_usage(const char *cmd) {
   printf("  %-28s %s\n", "-h, --help", "show this help");
 }
 
-int config_parse(config *c, const char *cmd, int argc, char **argv, char *err, size_t errlen,
-                 char ***extra, int *nextra) {
+int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
+                 size_t errlen, char ***extra, int *nextra) {
   for (size_t i = 0; i < NOPTIONS; i++) {
     char name[64];
     env_name(&options[i], name, sizeof name);

@@ -24,8 +24,8 @@ typedef struct config {
   int reload;
   int log_level;
   int log_format;
-  uint64_t cpu_budget;        /* Lua instructions per run slice; 0 = none */
-  size_t lua_memory;          /* bytes; 0 = none */
+  uint64_t cpu_budget; /* Lua instructions per run slice; 0 = none */
+  size_t lua_memory;   /* bytes; 0 = none */
   uint64_t handler_timeout_ms;
 } config;
 
@@ -35,8 +35,8 @@ void config_defaults(config *c);
  * after reading the environment. On error writes a one-line message into err and
  * returns -1; returns 1 for --help (usage printed), 0 on success. extra/nextra
  * receive further positionals (replay's files). */
-int config_parse(config *c, const char *cmd, int argc, char **argv, char *err, size_t errlen,
-                 char ***extra, int *nextra);
+int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
+                 size_t errlen, char ***extra, int *nextra);
 
 void config_usage(const char *cmd);
 

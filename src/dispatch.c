@@ -16,9 +16,9 @@ typedef struct run {
   dispatch_meta meta;
   dispatch_cbs cbs;
   void *ud;
-  size_t next;    /* next event to start */
-  int in_loop;    /* inside advance(): a synchronous finish must not recurse */
-  int settled;    /* the current event finished while in_loop */
+  size_t next; /* next event to start */
+  int in_loop; /* inside advance(): a synchronous finish must not recurse */
+  int settled; /* the current event finished while in_loop */
   int errors, rejects;
   char reason[512];
   uint64_t t0;
@@ -47,7 +47,8 @@ static int push_event(lua_State *L) {
   set_str(L, "time", ev->time);
   set_str(L, "source", ev->source);
   set_str(L, "data_version", ev->data_version);
-  set_str(L, "schema", r->batch.schema == SCHEMA_CLOUDEVENTS ? "cloudevents" : "eventgrid");
+  set_str(L, "schema",
+          r->batch.schema == SCHEMA_CLOUDEVENTS ? "cloudevents" : "eventgrid");
   if (ev->data) {
     bind_json_push(L, ev->data);
     lua_setfield(L, -2, "data");
@@ -89,8 +90,7 @@ static void note(run *r, const event_t *ev, task_status st, const char *err, int
     r->reason[n] = '\0';
   }
   if (r->cbs.event) {
-    event_outcome o = {ev, st, err, handled,
-                       (double)(uv_hrtime() - t0) / 1e6};
+    event_outcome o = {ev, st, err, handled, (double)(uv_hrtime() - t0) / 1e6};
     r->cbs.event(r->ud, &o);
   }
 }
@@ -127,15 +127,17 @@ static int start_event(run *r) {
   inflight++;
   if (!gen_has_hook(r->gen, hook)) {
     log_write(LOG_DEBUG, "no handler for event",
-              (log_kv[]){{"event", ev->id}, {"type", ev->type},
+              (log_kv[]){{"event", ev->id},
+                         {"type", ev->type},
                          {"hook", script_hook_names[hook]}},
               3);
     note(r, ev, TASK_OK, NULL, 0, t0);
     return 1;
   }
   ctx *c = malloc(sizeof *c);
-  task_t *t = c ? task_new(r->s, script_options(r->s)->handler_timeout_ms, on_task_done, c)
-                : NULL;
+  task_t *t =
+      c ? task_new(r->s, script_options(r->s)->handler_timeout_ms, on_task_done, c)
+        : NULL;
   if (!t) {
     free(c);
     note(r, ev, TASK_ERROR, "out of memory", 0, t0);

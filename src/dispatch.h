@@ -18,7 +18,7 @@ typedef struct event_outcome {
   const event_t *ev;
   task_status st; /* TASK_OK also when no handler is defined */
   const char *err;
-  int handled;     /* a handler ran */
+  int handled; /* a handler ran */
   double ms;
 } event_outcome;
 

@@ -1,6 +1,6 @@
-/* eventgrid: validation and decoding of delivery bodies. One scan of the raw
- * bytes (NUL, UTF-8, depth, element spans), one cJSON parse, then per-event field
- * checks. The first problem found is reported with the event's index. */
+/* eventgrid: validation and decoding of delivery bodies. A strict check of the
+ * raw text (NUL, UTF-8, numbers, depth), a scan for element spans, one cJSON parse, then
+ * per-event field checks. The first problem found is reported with the event's index. */
 #include "eventgrid.h"
 #include "bind_json.h"
 
@@ -32,9 +32,9 @@ static int is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* Finds the nesting depth and, when the top level is an array, the span of each
- * element. Strings are skipped with their escapes; the bytes are not otherwise
- * checked here (cJSON does that), so spans are only trusted after a clean parse. */
+/* When the top level is an array, finds the span of each element. Strings are
+ * skipped with their escapes; the bytes are not otherwise checked here (the text
+ * check and cJSON do that), so spans are only trusted after a clean parse. */
 static int scan(const char *s, size_t n, span **spans, size_t *nspans, decode_error *e) {
   size_t cap = 0, count = 0, start = 0;
   int depth = 0, in_elem = 0, root_array = 0;
@@ -48,12 +48,11 @@ static int scan(const char *s, size_t n, span **spans, size_t *nspans, decode_er
       continue;
     }
     if (c == '[' || c == '{') {
-      if (depth == 0 && c == '[') root_array = 1;
-      else if (depth == 1 && root_array && !in_elem) in_elem = 1, start = i;
-      if (++depth > EVENTGRID_MAX_DEPTH) {
-        free(v);
-        return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
-      }
+      if (depth == 0 && c == '[')
+        root_array = 1;
+      else if (depth == 1 && root_array && !in_elem)
+        in_elem = 1, start = i;
+      depth++;
       continue;
     }
     if (c == ']' || c == '}' || c == ',') {
@@ -95,7 +94,8 @@ static int opt_str(const cJSON *obj, const char *name, const char **out, long i,
   const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
   *out = NULL;
   if (!f || cJSON_IsNull(f)) return 0;
-  if (!cJSON_IsString(f)) return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
+  if (!cJSON_IsString(f))
+    return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
   *out = f->valuestring;
   return 0;
 }
@@ -133,11 +133,12 @@ int eventgrid_parse_time(const char *s, long long *epoch) {
   static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   int Y, M, D, h, m, sec;
   if (strlen(s) < 19 || digits(s, 4, &Y) || s[4] != '-' || digits(s + 5, 2, &M) ||
-      s[7] != '-' || digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-      digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &m) || s[16] != ':' ||
-      digits(s + 17, 2, &sec))
+      s[7] != '-' || digits(s + 8, 2, &D) ||
+      (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || digits(s + 11, 2, &h) ||
+      s[13] != ':' || digits(s + 14, 2, &m) || s[16] != ':' || digits(s + 17, 2, &sec))
     return -1;
-  if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || h > 23 || m > 59 || sec > 60) return -1;
+  if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || h > 23 || m > 59 || sec > 60)
+    return -1;
   if (M == 2 && D == 29 && !((Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0)) return -1;
   const char *p = s + 19;
   if (*p == '.') {
@@ -150,7 +151,8 @@ int eventgrid_parse_time(const char *s, long long *epoch) {
     p++;
   } else if (*p == '+' || *p == '-') {
     int oh, om;
-    if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+    if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 ||
+        om > 59)
       return -1;
     off = (oh * 3600LL + om * 60) * (*p == '-' ? -1 : 1);
     p += 6;
@@ -185,19 +187,22 @@ static int check_signalr_data(const event_t *ev, long i, decode_error *e) {
   if (!str_field(d, "hubName"))
     return fail(e, 400, i, "event %ld: SignalR event needs a string 'data.hubName'", i);
   if (!str_field(d, "connectionId"))
-    return fail(e, 400, i, "event %ld: SignalR event needs a string 'data.connectionId'", i);
+    return fail(e, 400, i, "event %ld: SignalR event needs a string 'data.connectionId'",
+                i);
   return 0;
 }
 
 static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_error *e) {
   long long t;
-  if (req_str(o, "id", &ev->id, i, e) || req_str(o, "eventType", &ev->type, i, e)) return -1;
+  if (req_str(o, "id", &ev->id, i, e) || req_str(o, "eventType", &ev->type, i, e))
+    return -1;
   const cJSON *tf = cJSON_GetObjectItemCaseSensitive(o, "eventTime");
   if (!tf) return fail(e, 400, i, "event %ld: missing 'eventTime'", i);
   if (!cJSON_IsString(tf) || eventgrid_parse_time(tf->valuestring, &t))
     return fail(e, 400, i, "event %ld: 'eventTime' is not an RFC 3339 time", i);
   ev->time = tf->valuestring;
-  if (opt_str(o, "subject", &ev->subject, i, e) || opt_str(o, "topic", &ev->source, i, e) ||
+  if (opt_str(o, "subject", &ev->subject, i, e) ||
+      opt_str(o, "topic", &ev->source, i, e) ||
       opt_str(o, "dataVersion", &ev->data_version, i, e))
     return -1;
   ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
@@ -220,7 +225,8 @@ static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *
     return fail(e, 400, i, "event %ld: 'time' is not an RFC 3339 time", i);
   ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
   if (ev->data && cJSON_GetObjectItemCaseSensitive(o, "data_base64"))
-    return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are mutually exclusive", i);
+    return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are mutually exclusive",
+                i);
   return 0;
 }
 
@@ -236,11 +242,15 @@ static int classify(batch_t *b, decode_error *e) {
       ev->kind = EV_OTHER;
       if (strcmp(ev->type, EG_TYPE_VALIDATION) == 0) {
         if (b->n != 1)
-          return fail(e, 400, i, "event %ld: a validation event must be alone in its batch", i);
-        const char *code = cJSON_IsObject(ev->data) ? str_field(ev->data, "validationCode") : 0;
+          return fail(e, 400, i,
+                      "event %ld: a validation event must be alone in its batch", i);
+        const char *code =
+            cJSON_IsObject(ev->data) ? str_field(ev->data, "validationCode") : 0;
         if (!code)
-          return fail(e, 400, i, "event %ld: validation event needs a string "
-                      "'data.validationCode'", i);
+          return fail(e, 400, i,
+                      "event %ld: validation event needs a string "
+                      "'data.validationCode'",
+                      i);
         b->kind = BATCH_VALIDATION;
         b->validation_code = code;
         b->validation_url = str_field(ev->data, "validationUrl");
@@ -258,23 +268,35 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
   e->msg[0] = '\0';
   const char *ct = d->content_type;
   if (!eventgrid_content_type_ok(ct))
-    return fail(e, 415, -1, "unsupported content type '%s': send application/json or "
-                "application/cloudevents+json", ct);
+    return fail(e, 415, -1,
+                "unsupported content type '%s': send application/json or "
+                "application/cloudevents+json",
+                ct);
   int ce_structured = ct && media_is(ct, "application/cloudevents+json");
   int ce_batch = ct && media_is(ct, "application/cloudevents-batch+json");
 
   const char *aeg = d->aeg_event_type;
   int want_validation = 0;
   if (aeg && *aeg) {
-    if (strcasecmp(aeg, "SubscriptionValidation") == 0) want_validation = 1;
+    if (strcasecmp(aeg, "SubscriptionValidation") == 0)
+      want_validation = 1;
     else if (strcasecmp(aeg, "Notification") != 0 &&
-             strcasecmp(aeg, "SubscriptionDeletion") != 0 && strcasecmp(aeg, "Unsubscribe") != 0)
+             strcasecmp(aeg, "SubscriptionDeletion") != 0 &&
+             strcasecmp(aeg, "Unsubscribe") != 0)
       return fail(e, 400, -1, "unknown aeg-event-type '%s'", aeg);
   }
 
   if (d->len == 0) return fail(e, 400, -1, "empty body: expected a JSON array of events");
   if (memchr(d->body, '\0', d->len)) return fail(e, 400, -1, "body contains a NUL byte");
-  if (!json_utf8_valid(d->body, d->len)) return fail(e, 400, -1, "body is not valid UTF-8");
+  size_t off = 0;
+  const char *bad = json_text_check(d->body, d->len, EVENTGRID_MAX_DEPTH, &off);
+  if (bad) {
+    if (strstr(bad, "UTF-8"))
+      return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", off);
+    if (strstr(bad, "nesting"))
+      return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
+    return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", bad, off);
+  }
 
   span *spans = NULL;
   size_t nspans = 0;
@@ -302,7 +324,8 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
   size_t n = is_array ? (size_t)cJSON_GetArraySize(root) : 1;
   if (!is_array) {
     /* A single CloudEvent in structured mode; an Event Grid delivery is an array. */
-    if (!cJSON_IsObject(root) || ce_batch || (!ce_structured && !str_field(root, "specversion"))) {
+    if (!cJSON_IsObject(root) || ce_batch ||
+        (!ce_structured && !str_field(root, "specversion"))) {
       free(spans);
       batch_free(b);
       return fail(e, 400, -1, "body must be a JSON array of events");
@@ -351,7 +374,8 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
   }
   if (want_validation && b->kind != BATCH_VALIDATION) {
     batch_free(b);
-    return fail(e, 400, -1, "aeg-event-type is SubscriptionValidation but the body holds no "
+    return fail(e, 400, -1,
+                "aeg-event-type is SubscriptionValidation but the body holds no "
                 "validation event");
   }
   return 0;

@@ -53,8 +53,8 @@ typedef struct delivery {
 } delivery;
 
 typedef struct decode_error {
-  int status;   /* 400 or 415 */
-  long index;   /* event index the problem is in, or -1 */
+  int status; /* 400 or 415 */
+  long index; /* event index the problem is in, or -1 */
   char msg[256];
 } decode_error;
 

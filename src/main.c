@@ -1,4 +1,5 @@
 /* main: the luahook command: run, check, version (and the sub-command table). */
+#include "commands.h"
 #include "config.h"
 #include "log.h"
 #include "router.h"
@@ -131,9 +132,24 @@ static int cmd_run(int argc, char **argv) {
     return 1;
   }
   d.router = router_new(&d.cfg, d.script);
-  server_opts so = {d.cfg.host,           d.cfg.port,          d.cfg.max_body,
-                    d.cfg.max_header,     d.cfg.max_connections, d.cfg.header_timeout_ms,
-                    d.cfg.body_timeout_ms, d.cfg.idle_timeout_ms};
+  /* Signals first: a SIGTERM right after the listening line must stop us cleanly. */
+  uv_signal_init(d.loop, &d.sigint);
+  uv_signal_init(d.loop, &d.sigterm);
+  uv_signal_init(d.loop, &d.sighup);
+  uv_timer_init(d.loop, &d.drain);
+  d.sigint.data = d.sigterm.data = d.sighup.data = d.drain.data = &d;
+  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&d.sighup, on_sighup, SIGHUP);
+
+  server_opts so = {d.cfg.host,
+                    d.cfg.port,
+                    d.cfg.max_body,
+                    d.cfg.max_header,
+                    d.cfg.max_connections,
+                    d.cfg.header_timeout_ms,
+                    d.cfg.body_timeout_ms,
+                    d.cfg.idle_timeout_ms};
   server_handler h = router_handler(d.router);
   d.server = server_new(d.loop, &so, &h);
   char msg[512];
@@ -143,20 +159,13 @@ static int cmd_run(int argc, char **argv) {
   }
   if (d.cfg.nsecrets == 0 && !is_loopback(d.cfg.host))
     log_warn("no --secret set while listening on %s: anyone who can reach this port can "
-             "deliver events", d.cfg.host);
+             "deliver events",
+             d.cfg.host);
   char url[400];
   snprintf(url, sizeof url, "http://%s%s%s:%d%s", strchr(d.cfg.host, ':') ? "[" : "",
-           d.cfg.host, strchr(d.cfg.host, ':') ? "]" : "", server_port(d.server), d.cfg.path);
+           d.cfg.host, strchr(d.cfg.host, ':') ? "]" : "", server_port(d.server),
+           d.cfg.path);
   log_info("listening on %s (script %s)", url, d.cfg.script);
-
-  uv_signal_init(d.loop, &d.sigint);
-  uv_signal_init(d.loop, &d.sigterm);
-  uv_signal_init(d.loop, &d.sighup);
-  uv_timer_init(d.loop, &d.drain);
-  d.sigint.data = d.sigterm.data = d.sighup.data = d.drain.data = &d;
-  uv_signal_start(&d.sigint, on_stop_signal, SIGINT);
-  uv_signal_start(&d.sigterm, on_stop_signal, SIGTERM);
-  uv_signal_start(&d.sighup, on_sighup, SIGHUP);
 
   uv_run(d.loop, UV_RUN_DEFAULT);
 
@@ -207,6 +216,8 @@ static void usage(FILE *f) {
              "commands:\n"
              "  run SCRIPT [options]        receive deliveries and run SCRIPT's hooks\n"
              "  check SCRIPT                compile and load SCRIPT, list its hooks\n"
+             "  replay SCRIPT FILE...       run event files through SCRIPT without HTTP\n"
+             "  send URL FILE...            deliver event files like Event Grid does\n"
              "  version                     print the version\n\n"
              "'luahook <command> --help' shows a command's options.\n");
 }
@@ -219,6 +230,8 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
   if (strcmp(cmd, "check") == 0) return cmd_check(argc - 2, argv + 2);
+  if (strcmp(cmd, "replay") == 0) return cmd_replay(argc - 2, argv + 2);
+  if (strcmp(cmd, "send") == 0) return cmd_send(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("luahook %s (%s, libuv %s, llhttp)\n", LUAHOOK_VERSION, LUA_RELEASE,
            uv_version_string());

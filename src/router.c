@@ -50,8 +50,10 @@ void router_note_reload(router_t *r, const char *err) {
 
 static void respond_json(request_t *req, int status, cJSON *o, const char *extra) {
   char *s = o ? cJSON_PrintUnformatted(o) : NULL;
-  if (s) request_respond(req, status, "application/json", s, strlen(s), extra, 0);
-  else request_respond(req, 500, NULL, NULL, 0, NULL, 1);
+  if (s)
+    request_respond(req, status, "application/json", s, strlen(s), extra, 0);
+  else
+    request_respond(req, 500, NULL, NULL, 0, NULL, 1);
   free(s);
   cJSON_Delete(o);
 }
@@ -120,7 +122,8 @@ static int authorized(const router_t *r, const request_t *req) {
   if (hdr) cands[n++] = hdr;
   int ok = 0;
   for (int i = 0; i < n; i++)
-    for (int k = 0; k < r->cfg->nsecrets; k++) ok |= secret_equal(cands[i], r->cfg->secrets[k]);
+    for (int k = 0; k < r->cfg->nsecrets; k++)
+      ok |= secret_equal(cands[i], r->cfg->secrets[k]);
   return ok;
 }
 
@@ -137,8 +140,10 @@ static void healthz(router_t *r, request_t *req) {
   cJSON_AddStringToObject(o, "version", LUAHOOK_VERSION);
   cJSON_AddNumberToObject(o, "generation", g ? gen_id(g) : 0);
   cJSON_AddStringToObject(o, "loaded_at", ts);
-  if (r->reload_error) cJSON_AddStringToObject(o, "last_reload_error", r->reload_error);
-  else cJSON_AddNullToObject(o, "last_reload_error");
+  if (r->reload_error)
+    cJSON_AddStringToObject(o, "last_reload_error", r->reload_error);
+  else
+    cJSON_AddNullToObject(o, "last_reload_error");
   cJSON_AddNumberToObject(o, "uptime_s", (double)(time(NULL) - r->started));
   cJSON_AddNumberToObject(o, "events_in_flight", (double)dispatch_inflight());
   cJSON_AddNumberToObject(o, "lua_memory_bytes", (double)script_memory(r->s));
@@ -172,13 +177,17 @@ static void on_head(request_t *req, void *ud) {
     if (!authorized(r, req)) {
       log_write(LOG_WARN, "unauthorized delivery",
                 (log_kv[]){{"method", m}, {"path", path}}, 2);
-      respond_error(req, 401, "missing or wrong secret (query 'code' or header 'aeg-sas-key')",
-                    -1, NULL);
+      respond_error(req, 401,
+                    "missing or wrong secret (query 'code' or header 'aeg-sas-key')", -1,
+                    NULL);
       return;
     }
-    if (strcmp(m, "POST") == 0 && !eventgrid_content_type_ok(request_header(req, "content-type"))) {
-      respond_error(req, 415, "unsupported content type: send application/json or "
-                    "application/cloudevents+json", -1, NULL);
+    if (strcmp(m, "POST") == 0 &&
+        !eventgrid_content_type_ok(request_header(req, "content-type"))) {
+      respond_error(req, 415,
+                    "unsupported content type: send application/json or "
+                    "application/cloudevents+json",
+                    -1, NULL);
       return;
     }
     return; /* read the body */
@@ -197,8 +206,10 @@ typedef struct pending {
 
 static void on_dispatched(void *ud, int status, const char *reason) {
   request_t *req = ud;
-  if (status == 200) request_respond(req, 200, NULL, NULL, 0, NULL, 0);
-  else respond_error(req, status, reason ? reason : "handler failed", -1, NULL);
+  if (status == 200)
+    request_respond(req, 200, NULL, NULL, 0, NULL, 0);
+  else
+    respond_error(req, status, reason ? reason : "handler failed", -1, NULL);
 }
 
 static void deliveries(router_t *r, request_t *req) {
@@ -220,8 +231,10 @@ static void deliveries(router_t *r, request_t *req) {
               2);
     size_t len = 0;
     char *body = eventgrid_validation_response(&b, &len);
-    if (body) request_respond(req, 200, "application/json", body, len, NULL, 0);
-    else respond_error(req, 500, "out of memory", -1, NULL);
+    if (body)
+      request_respond(req, 200, "application/json", body, len, NULL, 0);
+    else
+      respond_error(req, 500, "out of memory", -1, NULL);
     free(body);
     batch_free(&b);
     return;

@@ -4,6 +4,7 @@
 #include "bind_crypto.h"
 #include "bind_json.h"
 #include "bind_log.h"
+#include "bind_timer.h"
 #include "task.h"
 
 #include <lauxlib.h>
@@ -76,8 +77,10 @@ static int l_reject(lua_State *L) {
 }
 
 static int l_ro_newindex(lua_State *L) {
-  return luaL_error(L, "cannot set global '%s' here: globals belong to the script's own "
-                    "file (use local in modules)", lua_tostring(L, 2));
+  return luaL_error(L,
+                    "cannot set global '%s' here: globals belong to the script's own "
+                    "file (use local in modules)",
+                    lua_tostring(L, 2));
 }
 
 typedef struct binding {
@@ -89,13 +92,16 @@ static const binding bindings[] = {
     {"json", bind_json_open},
     {"crypto", bind_crypto_open},
     {"log", bind_log_open},
+    {"timer", bind_timer_open},
 };
 
 /* The folder of the script ("." when it has none), pushed on L. */
 static void push_dir(lua_State *L, const char *path) {
   const char *slash = strrchr(path, '/');
-  if (slash) lua_pushlstring(L, path, (size_t)(slash - path));
-  else lua_pushliteral(L, ".");
+  if (slash)
+    lua_pushlstring(L, path, (size_t)(slash - path));
+  else
+    lua_pushliteral(L, ".");
 }
 
 static void set_package_path(lua_State *L, const char *script_path) {
@@ -238,7 +244,9 @@ int script_load(script_t *s, char **err) {
   int env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
 
-  if (s->opts.cpu_budget) lua_sethook(L, cpu_hook, LUA_MASKCOUNT, (int)(s->opts.cpu_budget > INT32_MAX ? INT32_MAX : s->opts.cpu_budget));
+  if (s->opts.cpu_budget)
+    lua_sethook(L, cpu_hook, LUA_MASKCOUNT,
+                (int)(s->opts.cpu_budget > INT32_MAX ? INT32_MAX : s->opts.cpu_budget));
   script_enter(s);
   int rc = lua_pcall(L, 0, 0, top + 1);
   script_leave(s);

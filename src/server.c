@@ -46,7 +46,9 @@ struct request {
   uint64_t t0;
 };
 
-enum phase { PH_IDLE, PH_HEAD, PH_BODY, PH_HANDLER, PH_LINGER };
+/* PH_NEW: a fresh connection gets the head timeout for its first byte; PH_IDLE:
+ * a keep-alive connection between requests gets the idle timeout. */
+enum phase { PH_NEW, PH_IDLE, PH_HEAD, PH_BODY, PH_HANDLER, PH_LINGER };
 
 struct conn {
   uv_tcp_t tcp;
@@ -96,24 +98,42 @@ typedef struct wreq {
 
 const char *server_status_text(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 200: return "OK";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 413: return "Content Too Large";
-  case 415: return "Unsupported Media Type";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 503: return "Service Unavailable";
-  default: return "Unknown";
+  case 100:
+    return "Continue";
+  case 200:
+    return "OK";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 413:
+    return "Content Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 429:
+    return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
+  case 500:
+    return "Internal Server Error";
+  case 501:
+    return "Not Implemented";
+  case 503:
+    return "Service Unavailable";
+  default:
+    return "Unknown";
   }
 }
 
@@ -150,8 +170,10 @@ static void conn_close(conn *c) {
   if (c->closing) return;
   c->closing = 1;
   server_t *s = c->srv;
-  if (c->prev) c->prev->next = c->next;
-  else s->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
@@ -166,14 +188,29 @@ static void arm(conn *c, enum phase ph) {
   c->phase = ph;
   uint64_t ms = 0;
   switch (ph) {
-  case PH_IDLE: ms = c->srv->opts.idle_timeout_ms; break;
-  case PH_HEAD: ms = c->srv->opts.header_timeout_ms; break;
-  case PH_BODY: ms = c->srv->opts.body_timeout_ms; break;
-  case PH_LINGER: ms = LINGER_MS; break;
-  case PH_HANDLER: ms = 0; break;
+  case PH_NEW:
+    ms = c->srv->opts.header_timeout_ms;
+    break;
+  case PH_IDLE:
+    ms = c->srv->opts.idle_timeout_ms;
+    break;
+  case PH_HEAD:
+    ms = c->srv->opts.header_timeout_ms;
+    break;
+  case PH_BODY:
+    ms = c->srv->opts.body_timeout_ms;
+    break;
+  case PH_LINGER:
+    ms = LINGER_MS;
+    break;
+  case PH_HANDLER:
+    ms = 0;
+    break;
   }
-  if (ms) uv_timer_start(&c->timer, on_timeout, ms, 0);
-  else uv_timer_stop(&c->timer);
+  if (ms)
+    uv_timer_start(&c->timer, on_timeout, ms, 0);
+  else
+    uv_timer_stop(&c->timer);
 }
 
 /* ------------------------------------------------------------ writing */
@@ -222,9 +259,9 @@ static void send_response(conn *c, int status, const char *ctype, const char *bo
   char head[1024];
   int n = snprintf(head, sizeof head,
                    "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s%s%s%s",
-                   status, server_status_text(status), len, close ? "close" : "keep-alive",
-                   ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "",
-                   extra ? extra : "");
+                   status, server_status_text(status), len,
+                   close ? "close" : "keep-alive", ctype ? "Content-Type: " : "",
+                   ctype ? ctype : "", ctype ? "\r\n" : "", extra ? extra : "");
   if (n < 0 || (size_t)n + 2 >= sizeof head) n = (int)sizeof head - 3;
   memcpy(head + n, "\r\n", 2);
   n += 2;
@@ -268,8 +305,10 @@ void request_respond(request_t *r, int status, const char *ctype, const char *bo
     if (!r->body_done) {
       /* Answered from the head: drop the body, or close when it is too large or the
        * client is waiting for our go-ahead (it may never send the body). */
-      if (r->expect_continue || status == 413) close = 1;
-      else r->discard = 1;
+      if (r->expect_continue || status == 413)
+        close = 1;
+      else
+        r->discard = 1;
     }
     send_response(c, status, ctype, body, len, extra, close);
   }
@@ -315,6 +354,7 @@ static void on_timeout(uv_timer_t *t) {
     }
     conn_close(c);
     return;
+  case PH_NEW:
   case PH_IDLE:
   case PH_LINGER:
     conn_close(c);
@@ -433,7 +473,8 @@ static int on_headers_complete(llhttp_t *p) {
     if (c->close_after_write) return HPE_PAUSED;
     return 0; /* body discarded, next request follows */
   }
-  int has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+  int has_body =
+      (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
   if (r->expect_continue && has_body) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     write_raw(c, cont, sizeof cont - 1);
@@ -538,10 +579,14 @@ static void read_stop(conn *c) {
 static void parse_error(conn *c, llhttp_errno_t err) {
   int status = c->abort_status ? c->abort_status : 400;
   char msg[160];
-  if (status == 413) snprintf(msg, sizeof msg, "request body larger than the limit");
-  else if (status == 431) snprintf(msg, sizeof msg, "request head too large");
-  else if (status == 500) snprintf(msg, sizeof msg, "out of memory");
-  else snprintf(msg, sizeof msg, "malformed HTTP request: %s", llhttp_errno_name(err));
+  if (status == 413)
+    snprintf(msg, sizeof msg, "request body larger than the limit");
+  else if (status == 431)
+    snprintf(msg, sizeof msg, "request head too large");
+  else if (status == 500)
+    snprintf(msg, sizeof msg, "out of memory");
+  else
+    snprintf(msg, sizeof msg, "malformed HTTP request: %s", llhttp_errno_name(err));
   log_write(LOG_INFO, "bad request", (log_kv[]){{"error", msg}}, 1);
   send_error(c, status, msg);
 }
@@ -620,7 +665,7 @@ static void on_connection(uv_stream_t *ls, int status) {
     send_error(c, 503, "too many connections");
     return;
   }
-  arm(c, PH_IDLE);
+  arm(c, PH_NEW);
   read_start(c);
 }
 
@@ -661,7 +706,8 @@ int server_listen(server_t *s, char *err, size_t errlen) {
   r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
   if (r == 0) r = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
   if (r < 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", s->host, s->opts.port, uv_strerror(r));
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", s->host, s->opts.port,
+             uv_strerror(r));
     return r;
   }
   struct sockaddr_storage name;
@@ -699,7 +745,9 @@ void server_stop_accepting(server_t *s) {
   /* idle keep-alive connections have nothing to finish */
   for (conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (c->phase == PH_IDLE && !c->req.in_handler && c->writes == 0) conn_close(c);
+    if ((c->phase == PH_IDLE || c->phase == PH_NEW) && !c->req.in_handler &&
+        c->writes == 0)
+      conn_close(c);
   }
 }
 
@@ -730,7 +778,8 @@ const char *request_query(const request_t *r) {
 
 const char *request_header(const request_t *r, const char *name) {
   for (size_t i = 0; i < r->nhdrs; i++)
-    if (strcasecmp(r->head + r->hdrs[i].name, name) == 0) return r->head + r->hdrs[i].value;
+    if (strcasecmp(r->head + r->hdrs[i].name, name) == 0)
+      return r->head + r->hdrs[i].value;
   return NULL;
 }
 
@@ -738,7 +787,8 @@ size_t request_header_count(const request_t *r) {
   return r->nhdrs;
 }
 
-void request_header_at(const request_t *r, size_t i, const char **name, const char **value) {
+void request_header_at(const request_t *r, size_t i, const char **name,
+                       const char **value) {
   *name = r->head + r->hdrs[i].name;
   *value = r->head + r->hdrs[i].value;
 }

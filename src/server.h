@@ -32,8 +32,9 @@ typedef struct server_opts {
 } server_opts;
 
 typedef struct server_handler {
-  void (*on_head)(request_t *req, void *ud);    /* may call request_respond */
-  void (*on_request)(request_t *req, void *ud); /* must call request_respond, now or later */
+  void (*on_head)(request_t *req, void *ud); /* may call request_respond */
+  void (*on_request)(request_t *req,
+                     void *ud); /* must call request_respond, now or later */
   void *ud;
 } server_handler;
 
@@ -55,7 +56,8 @@ const char *request_query(const request_t *r); /* after '?', or "" */
 /* First header of that name (case-insensitive), or NULL. */
 const char *request_header(const request_t *r, const char *name);
 size_t request_header_count(const request_t *r);
-void request_header_at(const request_t *r, size_t i, const char **name, const char **value);
+void request_header_at(const request_t *r, size_t i, const char **name,
+                       const char **value);
 const char *request_body(const request_t *r, size_t *len);
 uint64_t request_start_ns(const request_t *r);
 

@@ -120,7 +120,9 @@ static void step(task_t *t, int nargs) {
   lua_State *L = script_lua(s);
   uint64_t budget = script_options(s)->cpu_budget;
   int nres = 0;
-  if (budget) lua_sethook(t->co, cpu_hook, LUA_MASKCOUNT, budget > INT32_MAX ? INT32_MAX : (int)budget);
+  if (budget)
+    lua_sethook(t->co, cpu_hook, LUA_MASKCOUNT,
+                budget > INT32_MAX ? INT32_MAX : (int)budget);
   task_t *outer = script_running(s);
   script_set_running(s, t);
   script_enter(s);
@@ -134,7 +136,8 @@ static void step(task_t *t, int nargs) {
       arm_deadline(t);
       return;
     }
-    finish(t, TASK_ERROR, "coroutine.yield() from a handler: only suspending calls "
+    finish(t, TASK_ERROR,
+           "coroutine.yield() from a handler: only suspending calls "
            "(http, timer.sleep) may yield");
     return;
   }
@@ -147,9 +150,12 @@ static void step(task_t *t, int nargs) {
     return;
   }
   const char *msg = lua_tostring(t->co, -1);
-  if (t->cpu_killed) msg = "cpu budget exceeded";
-  else if (st == LUA_ERRMEM) msg = "not enough memory (lua memory limit reached)";
-  else if (!msg) msg = "(error object is not a string)";
+  if (t->cpu_killed)
+    msg = "cpu budget exceeded";
+  else if (st == LUA_ERRMEM)
+    msg = "not enough memory (lua memory limit reached)";
+  else if (!msg)
+    msg = "(error object is not a string)";
   luaL_traceback(L, t->co, msg, 0);
   finish(t, TASK_ERROR, lua_tostring(L, -1));
   lua_pop(L, 1);
