@@ -5,6 +5,7 @@
 #include "router.h"
 #include "script.h"
 #include "server.h"
+#include "watch.h"
 
 #include <lauxlib.h>
 #include <signal.h>
@@ -22,6 +23,7 @@ typedef struct luahookd {
   server_t *server;
   uv_signal_t sigint, sigterm, sighup;
   uv_timer_t drain;
+  watch_t *watch;
   int stopping;
 } luahookd;
 
@@ -59,6 +61,8 @@ static script_t *open_script(const config *c, uv_loop_t *loop) {
 static void on_server_closed(void *arg) {
   luahookd *d = arg;
   d->server = NULL;
+  watch_stop(d->watch);
+  d->watch = NULL;
   uv_close((uv_handle_t *)&d->sigint, NULL);
   uv_close((uv_handle_t *)&d->sigterm, NULL);
   uv_close((uv_handle_t *)&d->sighup, NULL);
@@ -106,7 +110,13 @@ static void reload(luahookd *d, const char *why) {
 
 static void on_sighup(uv_signal_t *h, int signum) {
   (void)signum;
-  reload(h->data, "SIGHUP");
+  luahookd *d = h->data;
+  reload(d, "SIGHUP");
+  watch_sync(d->watch);
+}
+
+static void on_file_change(void *ud, const char *what) {
+  reload(ud, what);
 }
 
 static int is_loopback(const char *host) {
@@ -165,7 +175,9 @@ static int cmd_run(int argc, char **argv) {
   snprintf(url, sizeof url, "http://%s%s%s:%d%s", strchr(d.cfg.host, ':') ? "[" : "",
            d.cfg.host, strchr(d.cfg.host, ':') ? "]" : "", server_port(d.server),
            d.cfg.path);
-  log_info("listening on %s (script %s)", url, d.cfg.script);
+  if (d.cfg.reload) d.watch = watch_start(d.loop, d.cfg.script, 0, on_file_change, &d);
+  log_info("listening on %s (script %s%s)", url, d.cfg.script,
+           d.watch ? ", reloads on change" : "");
 
   uv_run(d.loop, UV_RUN_DEFAULT);
 

@@ -2,6 +2,7 @@
  * of the user's script. */
 #include "script.h"
 #include "bind_crypto.h"
+#include "bind_http.h"
 #include "bind_json.h"
 #include "bind_log.h"
 #include "bind_timer.h"
@@ -93,6 +94,7 @@ static const binding bindings[] = {
     {"crypto", bind_crypto_open},
     {"log", bind_log_open},
     {"timer", bind_timer_open},
+    {"http", bind_http_open},
 };
 
 /* The folder of the script ("." when it has none), pushed on L. */

@@ -150,8 +150,8 @@ static void step(task_t *t, int nargs) {
     return;
   }
   const char *msg = lua_tostring(t->co, -1);
-  if (t->cpu_killed)
-    msg = "cpu budget exceeded";
+  if (t->cpu_killed && (!msg || !strstr(msg, "cpu budget exceeded")))
+    msg = "cpu budget exceeded"; /* the script's pcall swallowed the first one */
   else if (st == LUA_ERRMEM)
     msg = "not enough memory (lua memory limit reached)";
   else if (!msg)
