@@ -135,26 +135,29 @@ static int b64_value(unsigned char c, int url) {
   return -1;
 }
 
+size_t crypto_base64_decoded_max(size_t n) {
+  return n / 4 * 3 + 3;
+}
+
 /* Accepts the text with its padding or without it; nothing else (no whitespace).
  * Unused low bits of the last character are ignored. */
-static int b64_decode(lua_State *L, int url) {
-  size_t n;
-  const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+int crypto_base64_decode(const char *text, size_t n, int url, unsigned char *o,
+                         size_t *outlen, size_t *bad) {
+  const unsigned char *s = (const unsigned char *)text;
   size_t len = n;
+  *bad = 0;
   if (n % 4 == 0 && n > 0 && s[n - 1] == '=') len -= s[n - 2] == '=' ? 2 : 1;
-  if (len % 4 == 1) return fail(L, "crypto: invalid base64 length");
-
-  size_t outlen = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
-  luaL_Buffer b;
-  unsigned char *o = (unsigned char *)luaL_buffinitsize(L, &b, outlen);
+  if (len % 4 == 1) {
+    *bad = n;
+    return -1;
+  }
   uint32_t acc = 0;
   size_t k = 0;
   for (size_t i = 0; i < len; i++) {
     int v = b64_value(s[i], url);
     if (v < 0) {
-      luaL_pushfail(L);
-      lua_pushfstring(L, "crypto: invalid base64 character at offset %I", (lua_Integer)i);
-      return 2;
+      *bad = i;
+      return -1;
     }
     acc = acc << 6 | (uint32_t)v;
     if (i % 4 == 3) {
@@ -169,6 +172,21 @@ static int b64_decode(lua_State *L, int url) {
   } else if (len % 4 == 3) {
     o[k++] = (unsigned char)(acc >> 10);
     o[k++] = (unsigned char)(acc >> 2);
+  }
+  *outlen = k;
+  return 0;
+}
+
+static int b64_decode(lua_State *L, int url) {
+  size_t n, k, bad;
+  const char *s = luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  unsigned char *o = (unsigned char *)luaL_buffinitsize(L, &b, crypto_base64_decoded_max(n));
+  if (crypto_base64_decode(s, n, url, o, &k, &bad) != 0) {
+    luaL_pushfail(L);
+    if (bad == n) lua_pushliteral(L, "crypto: invalid base64 length");
+    else lua_pushfstring(L, "crypto: invalid base64 character at offset %I", (lua_Integer)bad);
+    return 2;
   }
   luaL_pushresultsize(&b, k);
   return 1;

@@ -128,7 +128,7 @@ static int replay_file(script_t *s, uv_loop_t *loop, const char *path, tally *to
     printf("%s: error: cannot read: %s\n", path, strerror(errno));
     return 1;
   }
-  delivery d = {body, len, "application/json", NULL};
+  delivery d = {.body = body, .len = len, .content_type = "application/json"};
   batch_t b;
   decode_error e;
   if (eventgrid_decode(&d, &b, &e) != 0) {

@@ -19,7 +19,7 @@ enum kind {
   K_FLAG_OFF,
   K_LEVEL,
   K_FORMAT,
-  K_SECRET
+  K_LIST
 };
 
 typedef struct option {
@@ -35,7 +35,7 @@ typedef struct option {
 static const option options[] = {
     {"listen", K_LISTEN, 0, "HOST:PORT", "address to listen on (default 127.0.0.1:8080)"},
     {"path", K_STR, OFF(path), "PATH", "delivery path (default /api/events)"},
-    {"secret", K_SECRET, 0, "S",
+    {"secret", K_LIST, OFF(secrets), "S",
      "require ?code=S or header aeg-sas-key: S; repeat, or separate with commas, to "
      "accept several"},
     {"max-body", K_SIZE, OFF(max_body), "BYTES", "largest request body (default 1088k)"},
@@ -60,6 +60,16 @@ static const option options[] = {
      "Lua heap limit (default 256m, 0 = none)"},
     {"handler-timeout-ms", K_MS, OFF(handler_timeout_ms), "MS",
      "a handler still running after this fails (default 25000)"},
+    {"max-inflight", K_SIZE, OFF(max_inflight), "N",
+     "events accepted and not finished; past it deliveries get 503 (default 10000)"},
+    {"dedup-window", K_SIZE, OFF(dedup_window), "N",
+     "successful events remembered to skip redeliveries (default 100000, 0 = off)"},
+    {"shutdown-grace-ms", K_MS, OFF(shutdown_grace_ms), "MS",
+     "on SIGTERM, time for requests in progress (default 30000)"},
+    {"subscription", K_LIST, OFF(subscriptions), "NAME",
+     "answer validation only for these subscription names (repeatable)"},
+    {"allowed-origin", K_LIST, OFF(origins), "ORIGIN",
+     "CloudEvents webhook origins to consent to (repeatable; default any)"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -80,6 +90,9 @@ void config_defaults(config *c) {
   c->cpu_budget = 50000000;
   c->lua_memory = 256u * 1024 * 1024;
   c->handler_timeout_ms = 25000;
+  c->max_inflight = 10000;
+  c->dedup_window = 100000;
+  c->shutdown_grace_ms = 30000;
 }
 
 int config_parse_size(const char *s, size_t *out) {
@@ -140,22 +153,27 @@ static int parse_listen(config *c, const char *s) {
   return 0;
 }
 
-static int add_secrets(config *c, const char *s, char *err, size_t errlen) {
-  /* "a,b,c": each non-empty piece is a secret, copied; config_free frees them. */
+static int add_list(strlist *l, const char *name, const char *s, char *err, size_t errlen) {
+  /* "a,b,c": each non-empty piece is a value, copied; config_free frees them. */
   while (*s) {
     const char *comma = strchr(s, ',');
     size_t n = comma ? (size_t)(comma - s) : strlen(s);
     if (n > 0) {
-      if (c->nsecrets == CONFIG_MAX_SECRETS) {
-        snprintf(err, errlen, "at most %d secrets", CONFIG_MAX_SECRETS);
+      if (l->n == CONFIG_MAX_LIST) {
+        snprintf(err, errlen, "at most %d values for --%s", CONFIG_MAX_LIST, name);
         return -1;
       }
-      c->secrets[c->nsecrets++] = strndup(s, n);
+      l->v[l->n++] = strndup(s, n);
     }
     s += n;
     if (*s == ',') s++;
   }
   return 0;
+}
+
+static void clear_list(strlist *l) {
+  for (int i = 0; i < l->n; i++) free((void *)l->v[i]);
+  l->n = 0;
 }
 
 static int apply(config *c, const option *o, const char *v, char *err, size_t errlen) {
@@ -199,8 +217,8 @@ static int apply(config *c, const option *o, const char *v, char *err, size_t er
       return 0;
     }
     break;
-  case K_SECRET:
-    return add_secrets(c, v, err, errlen);
+  case K_LIST:
+    return add_list((strlist *)(base + o->offset), o->name, v, err, errlen);
   }
   snprintf(err, errlen, "invalid value for --%s: '%s'", o->name, v);
   return -1;
@@ -256,7 +274,9 @@ int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
       return -1;
     }
   }
-  int nsecret_env = c->nsecrets, secrets_from_cli = 0;
+  /* A list given on the command line replaces the environment's. */
+  const option *cli_lists[NOPTIONS];
+  int ncli_lists = 0;
   int npos = 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -288,10 +308,13 @@ int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
       snprintf(err, errlen, "--%s needs a value", o->name);
       return -1;
     }
-    if (o->kind == K_SECRET && !secrets_from_cli) { /* the command line replaces env */
-      secrets_from_cli = 1;
-      for (int k = 0; k < nsecret_env; k++) free((void *)c->secrets[k]);
-      c->nsecrets = 0;
+    if (o->kind == K_LIST) {
+      int seen = 0;
+      for (int k = 0; k < ncli_lists; k++) seen |= cli_lists[k] == o;
+      if (!seen) {
+        cli_lists[ncli_lists++] = o;
+        clear_list((strlist *)((char *)c + o->offset));
+      }
     }
     if (apply(c, o, v, err, errlen) < 0) return -1;
   }
@@ -315,6 +338,7 @@ int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
 }
 
 void config_free(config *c) {
-  for (int i = 0; i < c->nsecrets; i++) free((void *)c->secrets[i]);
-  c->nsecrets = 0;
+  clear_list(&c->secrets);
+  clear_list(&c->subscriptions);
+  clear_list(&c->origins);
 }

@@ -6,15 +6,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CONFIG_MAX_SECRETS 8
+#define CONFIG_MAX_LIST 16
+
+/* A list option: repeat it, or separate values with commas. */
+typedef struct strlist {
+  const char *v[CONFIG_MAX_LIST];
+  int n;
+} strlist;
 
 typedef struct config {
   const char *script;
   char host[256];
   int port;
   const char *path;
-  const char *secrets[CONFIG_MAX_SECRETS]; /* accepted secrets; none = open */
-  int nsecrets;
+  strlist secrets;       /* accepted secrets; none = open */
+  strlist subscriptions; /* validation only for these (case-insensitive); none = any */
+  strlist origins;       /* CloudEvents origins to consent to; none = any */
   size_t max_body;
   size_t max_header;
   int max_connections;
@@ -27,6 +34,9 @@ typedef struct config {
   uint64_t cpu_budget; /* Lua instructions per run slice; 0 = none */
   size_t lua_memory;   /* bytes; 0 = none */
   uint64_t handler_timeout_ms;
+  size_t max_inflight;        /* events accepted and not settled; past it 503 */
+  size_t dedup_window;        /* successful events remembered; 0 = off */
+  uint64_t shutdown_grace_ms; /* SIGTERM: time given to requests in progress */
 } config;
 
 void config_defaults(config *c);
@@ -40,7 +50,7 @@ int config_parse(config *c, const char *cmd, int argc, char **argv, char *err,
 
 void config_usage(const char *cmd);
 
-/* Frees what parsing allocated (the secrets). */
+/* Frees what parsing allocated (list values). */
 void config_free(config *c);
 
 /* Parses "1048576", "512k", "1m", "2g" (powers of 1024). */

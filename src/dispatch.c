@@ -2,8 +2,11 @@
  * parks the walk until its task finishes. Completions that arrive synchronously
  * are folded into a loop, so a large batch of quick handlers never recurses. */
 #include "dispatch.h"
+#include "bind_crypto.h"
 #include "bind_json.h"
+#include "dedup.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -20,20 +23,65 @@ typedef struct run {
   int in_loop; /* inside advance(): a synchronous finish must not recurse */
   int settled; /* the current event finished while in_loop */
   int errors, rejects;
+  int aeg_ref; /* the ev.aeg table shared by the batch's events, or LUA_NOREF */
   char reason[512];
-  uint64_t t0;
 } run;
 
 static long inflight;
+static dedup_t *window;
 
 long dispatch_inflight(void) {
   return inflight;
+}
+
+int dispatch_set_dedup(size_t n) {
+  dedup_free(window);
+  window = n ? dedup_new(n) : NULL;
+  return n && !window ? -1 : 0;
+}
+
+void dispatch_shutdown(void) {
+  dedup_free(window);
+  window = NULL;
+}
+
+static metric_kind kind_of(const event_t *ev) {
+  return ev->kind == EV_CONNECTED ? MK_CONNECTED : ev->kind == EV_DISCONNECTED ? MK_DISCONNECTED : MK_OTHER;
 }
 
 static void set_str(lua_State *L, const char *k, const char *v) {
   if (!v) return;
   lua_pushstring(L, v);
   lua_setfield(L, -2, k);
+}
+
+/* CloudEvents extras: datacontenttype, data from data_base64 or the binary-mode
+ * body, and every extension attribute in ev.extensions. */
+static void push_cloudevent(lua_State *L, const event_t *ev) {
+  set_str(L, "datacontenttype", ev->datacontenttype);
+  const cJSON *spec = cJSON_GetObjectItemCaseSensitive(ev->obj, "specversion");
+  if (cJSON_IsString(spec)) set_str(L, "specversion", spec->valuestring);
+  const cJSON *ds = cJSON_GetObjectItemCaseSensitive(ev->obj, "dataschema");
+  if (cJSON_IsString(ds)) set_str(L, "dataschema", ds->valuestring);
+  if (ev->data_base64) {
+    size_t n = strlen(ev->data_base64), k = 0, bad;
+    luaL_Buffer b;
+    unsigned char *o =
+        (unsigned char *)luaL_buffinitsize(L, &b, crypto_base64_decoded_max(n));
+    crypto_base64_decode(ev->data_base64, n, 0, o, &k, &bad); /* validated when decoded */
+    luaL_pushresultsize(&b, k);
+    lua_setfield(L, -2, "data");
+  } else if (ev->bin_data) {
+    lua_pushlstring(L, ev->bin_data, ev->bin_len);
+    lua_setfield(L, -2, "data");
+  }
+  lua_newtable(L);
+  for (const cJSON *c = ev->obj->child; c; c = c->next) {
+    if (!c->string || eventgrid_is_ce_attribute(c->string)) continue;
+    bind_json_push(L, c);
+    lua_setfield(L, -2, c->string);
+  }
+  lua_setfield(L, -2, "extensions");
 }
 
 /* Builds the event table; runs inside lua_pcall so memory errors are caught. */
@@ -57,22 +105,37 @@ static int push_event(lua_State *L) {
     lua_pushinteger(L, r->meta.delivery_count);
     lua_setfield(L, -2, "delivery_count");
   }
+  if (r->aeg_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->aeg_ref);
+    lua_setfield(L, -2, "aeg");
+  }
   lua_pushlstring(L, ev->raw, ev->raw_len);
   lua_setfield(L, -2, "raw");
+  if (r->batch.schema == SCHEMA_CLOUDEVENTS) push_cloudevent(L, ev);
   return 1;
 }
 
 static void finish_run(run *r) {
   int status = r->errors ? 500 : r->rejects ? 400 : 200;
   r->cbs.done(r->ud, status, status == 200 ? NULL : r->reason);
+  if (r->aeg_ref != LUA_NOREF) luaL_unref(script_lua(r->s), LUA_REGISTRYINDEX, r->aeg_ref);
   gen_unref(r->gen);
   batch_free(&r->batch);
   free(r);
 }
 
 static void note(run *r, const event_t *ev, task_status st, const char *err, int handled,
-                 uint64_t t0) {
+                 int duplicate, uint64_t t0) {
   inflight--;
+  double secs = (double)(uv_hrtime() - t0) / 1e9;
+  metric_outcome mo = duplicate              ? MO_DUPLICATE
+                      : st == TASK_ERROR    ? MO_ERROR
+                      : st == TASK_TIMEOUT  ? MO_TIMEOUT
+                      : st == TASK_REJECTED ? MO_REJECTED
+                      : handled             ? MO_OK
+                                            : MO_NO_HANDLER;
+  metrics_event(kind_of(ev), mo, handled ? secs : -1);
+  if (st == TASK_OK && !duplicate) dedup_add(window, ev->source, ev->id);
   if (st == TASK_ERROR || st == TASK_TIMEOUT) {
     r->errors++;
     log_write(LOG_ERROR, "handler failed",
@@ -90,7 +153,7 @@ static void note(run *r, const event_t *ev, task_status st, const char *err, int
     r->reason[n] = '\0';
   }
   if (r->cbs.event) {
-    event_outcome o = {ev, st, err, handled, (double)(uv_hrtime() - t0) / 1e6};
+    event_outcome o = {ev, st, err, handled, duplicate, secs * 1e3};
     r->cbs.event(r->ud, &o);
   }
 }
@@ -107,7 +170,7 @@ static void on_task_done(task_t *t, task_status st, const char *err, void *ud) {
   (void)t;
   ctx *c = ud;
   run *r = c->r;
-  note(r, &r->batch.events[c->index], st, err, 1, c->t0);
+  note(r, &r->batch.events[c->index], st, err, 1, 0, c->t0);
   free(c);
   if (r->in_loop) {
     r->settled = 1;
@@ -124,14 +187,18 @@ static int start_event(run *r) {
   int hook = ev->kind == EV_CONNECTED      ? HOOK_CONNECTED
              : ev->kind == EV_DISCONNECTED ? HOOK_DISCONNECTED
                                            : HOOK_EVENT;
-  inflight++;
+  if (dedup_has(window, ev->source, ev->id)) {
+    log_write(LOG_DEBUG, "duplicate event skipped", (log_kv[]){{"event", ev->id}}, 1);
+    note(r, ev, TASK_OK, NULL, 0, 1, t0);
+    return 1;
+  }
   if (!gen_has_hook(r->gen, hook)) {
     log_write(LOG_DEBUG, "no handler for event",
               (log_kv[]){{"event", ev->id},
                          {"type", ev->type},
                          {"hook", script_hook_names[hook]}},
               3);
-    note(r, ev, TASK_OK, NULL, 0, t0);
+    note(r, ev, TASK_OK, NULL, 0, 0, t0);
     return 1;
   }
   ctx *c = malloc(sizeof *c);
@@ -140,7 +207,7 @@ static int start_event(run *r) {
         : NULL;
   if (!t) {
     free(c);
-    note(r, ev, TASK_ERROR, "out of memory", 0, t0);
+    note(r, ev, TASK_ERROR, "out of memory", 0, 0, t0);
     return 1;
   }
   *c = (ctx){r, index, t0};
@@ -175,6 +242,33 @@ static void advance(run *r) {
   finish_run(r);
 }
 
+static int build_aeg(lua_State *L) {
+  const dispatch_meta *m = lua_touserdata(L, 1);
+  lua_createtable(L, 0, 6);
+  set_str(L, "subscription_name", m->subscription_name);
+  set_str(L, "event_type", m->event_type);
+  set_str(L, "metadata_version", m->metadata_version);
+  set_str(L, "data_version", m->data_version);
+  set_str(L, "output_event_id", m->output_event_id);
+  if (m->delivery_count >= 0) {
+    lua_pushinteger(L, m->delivery_count);
+    lua_setfield(L, -2, "delivery_count");
+  }
+  return 1;
+}
+
+/* One ev.aeg table per batch (the headers are the batch's), built in protected mode. */
+static void make_aeg(run *r) {
+  lua_State *L = script_lua(r->s);
+  lua_pushcfunction(L, build_aeg);
+  lua_pushlightuserdata(L, &r->meta);
+  script_enter(r->s);
+  int rc = lua_pcall(L, 1, 1, 0);
+  script_leave(r->s);
+  if (rc == LUA_OK) r->aeg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else lua_pop(L, 1);
+}
+
 int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch_cbs *cbs,
                  void *ud) {
   gen_t *g = script_current(s);
@@ -189,6 +283,9 @@ int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch
   r->meta = *m;
   r->cbs = *cbs;
   r->ud = ud;
+  r->aeg_ref = LUA_NOREF;
+  inflight += (long)r->batch.n;
+  if (r->batch.n && (m->subscription_name || m->event_type)) make_aeg(r);
   advance(r);
   return 0;
 }

@@ -9,8 +9,11 @@
 #include "script.h"
 #include "task.h"
 
+/* What the delivery's aeg-* headers said (NULL when absent); ev.aeg in Lua. */
 typedef struct dispatch_meta {
   long delivery_count; /* aeg-delivery-count, -1 when absent */
+  const char *subscription_name, *event_type, *metadata_version, *data_version,
+      *output_event_id;
 } dispatch_meta;
 
 /* Outcome of one event, for callers that report per event (replay). */
@@ -18,7 +21,8 @@ typedef struct event_outcome {
   const event_t *ev;
   task_status st; /* TASK_OK also when no handler is defined */
   const char *err;
-  int handled; /* a handler ran */
+  int handled;   /* a handler ran */
+  int duplicate; /* skipped: it had already succeeded */
   double ms;
 } event_outcome;
 
@@ -34,7 +38,12 @@ typedef struct dispatch_cbs {
 int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch_cbs *cbs,
                  void *ud);
 
-/* Events in progress (not yet settled) across all batches. */
+/* Events accepted and not yet settled, across all batches. */
 long dispatch_inflight(void);
+
+/* The dedup window: successful events remembered (0 turns it off). Returns -1 if
+ * the memory cannot be had. */
+int dispatch_set_dedup(size_t window);
+void dispatch_shutdown(void);
 
 #endif

@@ -2,6 +2,7 @@
  * raw text (NUL, UTF-8, numbers, depth), a scan for element spans, one cJSON parse, then
  * per-event field checks. The first problem found is reported with the event's index. */
 #include "eventgrid.h"
+#include "bind_crypto.h"
 #include "bind_json.h"
 
 #include <ctype.h>
@@ -180,6 +181,28 @@ int eventgrid_content_type_ok(const char *ct) {
   return 0;
 }
 
+int eventgrid_is_json_type(const char *ct) {
+  if (!ct) return 1;
+  while (*ct == ' ') ct++;
+  size_t n = strcspn(ct, ";");
+  while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t')) n--;
+  if ((n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+      (n == 9 && strncasecmp(ct, "text/json", 9) == 0))
+    return 1;
+  return n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+static const char *const ce_attributes[] = {"specversion", "id",          "source",
+                                             "type",        "subject",     "time",
+                                             "datacontenttype", "dataschema", "data",
+                                             "data_base64"};
+
+int eventgrid_is_ce_attribute(const char *name) {
+  for (size_t i = 0; i < sizeof ce_attributes / sizeof ce_attributes[0]; i++)
+    if (strcmp(name, ce_attributes[i]) == 0) return 1;
+  return 0;
+}
+
 static int check_signalr_data(const event_t *ev, long i, decode_error *e) {
   const cJSON *d = ev->data;
   if (!cJSON_IsObject(d))
@@ -210,7 +233,7 @@ static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_er
 }
 
 static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *e) {
-  const char *spec;
+  const char *spec, *schema;
   long long t;
   if (req_str(o, "specversion", &spec, i, e) || req_str(o, "id", &ev->id, i, e) ||
       req_str(o, "source", &ev->source, i, e) || req_str(o, "type", &ev->type, i, e))
@@ -218,15 +241,22 @@ static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *
   if (strcmp(spec, "1.0") != 0)
     return fail(e, 400, i, "event %ld: unsupported specversion '%s'", i, spec);
   if (opt_str(o, "subject", &ev->subject, i, e) || opt_str(o, "time", &ev->time, i, e) ||
-      opt_str(o, "dataschema", &ev->data_version, i, e))
+      opt_str(o, "dataschema", &schema, i, e) ||
+      opt_str(o, "datacontenttype", &ev->datacontenttype, i, e) ||
+      opt_str(o, "data_base64", &ev->data_base64, i, e))
     return -1;
-  ev->data_version = NULL; /* CloudEvents has no dataVersion */
   if (ev->time && eventgrid_parse_time(ev->time, &t))
     return fail(e, 400, i, "event %ld: 'time' is not an RFC 3339 time", i);
   ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
-  if (ev->data && cJSON_GetObjectItemCaseSensitive(o, "data_base64"))
-    return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are mutually exclusive",
-                i);
+  if (cJSON_IsNull(ev->data)) ev->data = NULL; /* null means unset */
+  if (ev->data_base64) {
+    if (ev->data) return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
+    size_t n = strlen(ev->data_base64), k, bad;
+    unsigned char *tmp = malloc(crypto_base64_decoded_max(n));
+    int r = tmp ? crypto_base64_decode(ev->data_base64, n, 0, tmp, &k, &bad) : -1;
+    free(tmp);
+    if (r) return fail(e, 400, i, "event %ld: 'data_base64' is not valid base64", i);
+  }
   return 0;
 }
 
@@ -262,11 +292,139 @@ static int classify(batch_t *b, decode_error *e) {
   return 0;
 }
 
+/* Strict JSON text (NUL, UTF-8, numbers, depth, trailing data) parsed with cJSON. */
+static int parse_json(const char *text, size_t len, cJSON **out, decode_error *e) {
+  if (memchr(text, '\0', len)) return fail(e, 400, -1, "body contains a NUL byte");
+  size_t off = 0;
+  const char *bad = json_text_check(text, len, EVENTGRID_MAX_DEPTH, &off);
+  if (bad) {
+    if (strstr(bad, "UTF-8")) return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", off);
+    if (strstr(bad, "nesting"))
+      return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
+    return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", bad, off);
+  }
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  if (!root) {
+    size_t at = end ? (size_t)(end - text) : 0;
+    const char *ep = cJSON_GetErrorPtr();
+    if (ep && ep >= text && ep <= text + len) at = (size_t)(ep - text);
+    return fail(e, 400, -1, "body is not valid JSON (at byte %zu)", at);
+  }
+  for (const char *p = end; p < text + len; p++)
+    if (!is_ws(*p)) {
+      cJSON_Delete(root);
+      return fail(e, 400, -1, "trailing data after the JSON value at byte %zu",
+                  (size_t)(p - text));
+    }
+  *out = root;
+  return 0;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* CloudEvents binary mode: the attributes come from ce-* headers (percent-encoded),
+ * datacontenttype from Content-Type, the data from the body. The event is built as
+ * the object structured mode would have carried, then checked the same way. */
+static int decode_binary(const delivery *d, batch_t *b, decode_error *e) {
+  cJSON *o = cJSON_CreateObject();
+  char name[64];
+  if (!o) return fail(e, 500, -1, "out of memory");
+  for (size_t h = 0; h < d->nheaders; h++) {
+    const char *hn = d->hnames[h], *hv = d->hvalues[h];
+    if (strncasecmp(hn, "ce-", 3) != 0) continue;
+    size_t n = strlen(hn + 3);
+    int good = n > 0 && n < sizeof name;
+    for (size_t k = 0; good && k < n; k++) {
+      char c = (char)tolower((unsigned char)hn[3 + k]);
+      good = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+      name[k] = c;
+    }
+    if (!good) {
+      cJSON_Delete(o);
+      return fail(e, 400, 0, "invalid CloudEvents header name '%.64s'", hn);
+    }
+    name[n] = '\0';
+    if (strcmp(name, "datacontenttype") == 0 || strcmp(name, "data") == 0 ||
+        strcmp(name, "data_base64") == 0) {
+      cJSON_Delete(o);
+      return fail(e, 400, 0, "header '%s' must not be sent in binary mode", hn);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(o, name)) continue; /* the first one wins */
+    size_t vl = strlen(hv), k = 0;
+    char *v = malloc(vl + 1);
+    if (!v) {
+      cJSON_Delete(o);
+      return fail(e, 500, -1, "out of memory");
+    }
+    for (size_t i = 0; i < vl; i++) {
+      int h1, h2;
+      if (hv[i] == '%' && i + 2 < vl && (h1 = hexval(hv[i + 1])) >= 0 &&
+          (h2 = hexval(hv[i + 2])) >= 0) {
+        v[k++] = (char)(h1 * 16 + h2);
+        i += 2;
+      } else {
+        v[k++] = hv[i];
+      }
+    }
+    v[k] = '\0';
+    int ok = strlen(v) == k && json_utf8_valid(v, k);
+    if (ok) cJSON_AddStringToObject(o, name, v);
+    free(v);
+    if (!ok) {
+      cJSON_Delete(o);
+      return fail(e, 400, 0, "header '%s' is not valid percent-encoded UTF-8", hn);
+    }
+  }
+  if (d->content_type) cJSON_AddStringToObject(o, "datacontenttype", d->content_type);
+  int json_data = d->len > 0 && eventgrid_is_json_type(d->content_type);
+  if (json_data) {
+    cJSON *data = NULL;
+    if (parse_json(d->body, d->len, &data, e)) {
+      cJSON_Delete(o);
+      return -1;
+    }
+    cJSON_AddItemToObject(o, "data", data);
+  }
+  b->root = o;
+  b->schema = SCHEMA_CLOUDEVENTS;
+  b->events = calloc(1, sizeof *b->events);
+  if (!b->events) {
+    batch_free(b);
+    return fail(e, 500, -1, "out of memory");
+  }
+  b->n = 1;
+  event_t *ev = &b->events[0];
+  ev->obj = o;
+  ev->raw = d->body;
+  ev->raw_len = d->len;
+  if (decode_cloudevent(o, ev, 0, e) || classify(b, e)) {
+    batch_free(b);
+    return -1;
+  }
+  if (!json_data && d->len > 0) {
+    ev->bin_data = d->body;
+    ev->bin_len = d->len;
+  }
+  return 0;
+}
+
 int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
   memset(b, 0, sizeof *b);
   e->index = -1;
   e->msg[0] = '\0';
   const char *ct = d->content_type;
+  int binary = 0;
+  for (size_t h = 0; h < d->nheaders; h++)
+    if (strcasecmp(d->hnames[h], "ce-specversion") == 0) binary = 1;
+  if (binary && !(ct && (media_is(ct, "application/cloudevents+json") ||
+                         media_is(ct, "application/cloudevents-batch+json"))))
+    return decode_binary(d, b, e);
   if (!eventgrid_content_type_ok(ct))
     return fail(e, 415, -1,
                 "unsupported content type '%s': send application/json or "
@@ -287,38 +445,15 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
   }
 
   if (d->len == 0) return fail(e, 400, -1, "empty body: expected a JSON array of events");
-  if (memchr(d->body, '\0', d->len)) return fail(e, 400, -1, "body contains a NUL byte");
-  size_t off = 0;
-  const char *bad = json_text_check(d->body, d->len, EVENTGRID_MAX_DEPTH, &off);
-  if (bad) {
-    if (strstr(bad, "UTF-8"))
-      return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", off);
-    if (strstr(bad, "nesting"))
-      return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
-    return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", bad, off);
-  }
+  cJSON *root = NULL;
+  if (parse_json(d->body, d->len, &root, e)) return -1;
 
   span *spans = NULL;
   size_t nspans = 0;
-  if (scan(d->body, d->len, &spans, &nspans, e)) return -1;
-
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(d->body, d->len, &end, 0);
-  if (!root) {
-    free(spans);
-    size_t at = end ? (size_t)(end - d->body) : 0;
-    const char *ep = cJSON_GetErrorPtr();
-    if (ep && ep >= d->body && ep <= d->body + d->len) at = (size_t)(ep - d->body);
-    return fail(e, 400, -1, "body is not valid JSON (at byte %zu)", at);
+  if (scan(d->body, d->len, &spans, &nspans, e)) {
+    cJSON_Delete(root);
+    return -1;
   }
-  for (const char *p = end; p < d->body + d->len; p++)
-    if (!is_ws(*p)) {
-      cJSON_Delete(root);
-      free(spans);
-      return fail(e, 400, -1, "trailing data after the JSON value at byte %zu",
-                  (size_t)(p - d->body));
-    }
-
   b->root = root;
   int is_array = cJSON_IsArray(root);
   size_t n = is_array ? (size_t)cJSON_GetArraySize(root) : 1;
@@ -358,8 +493,16 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
       return fail(e, 400, i, "event %ld: must be a JSON object", i);
     }
     ev->obj = o;
-    ev->raw = is_array ? d->body + spans[i].off : d->body;
-    ev->raw_len = is_array ? spans[i].len : d->len;
+    if (is_array) {
+      ev->raw = d->body + spans[i].off;
+      ev->raw_len = spans[i].len;
+    } else { /* the whole body, without surrounding white space */
+      size_t a = 0, z = d->len;
+      while (a < z && is_ws(d->body[a])) a++;
+      while (z > a && is_ws(d->body[z - 1])) z--;
+      ev->raw = d->body + a;
+      ev->raw_len = z - a;
+    }
     int r = ce ? decode_cloudevent(o, ev, i, e) : decode_eventgrid_event(o, ev, i, e);
     if (r) {
       free(spans);

@@ -3,7 +3,8 @@
  * or Lua, so the daemon, `luahook replay` and the fuzz targets share it.
  *
  * Schemas: Event Grid (a JSON array of events) and CloudEvents 1.0 in structured
- * mode (one object, or an array as some senders do) and batched mode.
+ * mode (one object, or an array as some senders do), batched mode, and binary
+ * mode (attributes in ce-* headers, the data in the body).
  */
 #ifndef LUAHOOK_EVENTGRID_H
 #define LUAHOOK_EVENTGRID_H
@@ -30,6 +31,10 @@ typedef struct event {
   const char *id, *type, *subject, *time, *source, *data_version; /* NULL if absent */
   const cJSON *data;                                              /* NULL if absent */
   const cJSON *obj;                                               /* the whole event */
+  const char *datacontenttype;                                    /* CloudEvents */
+  const char *data_base64; /* CloudEvents binary data, validated base64 text */
+  const char *bin_data;    /* binary mode, data that is not JSON: the body bytes */
+  size_t bin_len;
   const char *raw; /* the event's JSON text inside the body (not NUL-terminated) */
   size_t raw_len;
   ev_kind kind;
@@ -50,6 +55,10 @@ typedef struct delivery {
   size_t len;
   const char *content_type;   /* NULL when absent */
   const char *aeg_event_type; /* NULL when absent */
+  /* All request headers, for CloudEvents binary mode (may be 0 / NULL). */
+  size_t nheaders;
+  const char *const *hnames;
+  const char *const *hvalues;
 } delivery;
 
 typedef struct decode_error {
@@ -63,8 +72,16 @@ typedef struct decode_error {
 int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e);
 void batch_free(batch_t *b);
 
-/* Is the media type one this module decodes? ("application/json; charset=utf-8" yes) */
+/* Is the media type one this module decodes? ("application/json; charset=utf-8" yes).
+ * In CloudEvents binary mode (a ce-specversion header) any content type is data. */
 int eventgrid_content_type_ok(const char *content_type);
+
+/* Is the media type JSON (application/json, text/json, any +json), or absent? */
+int eventgrid_is_json_type(const char *content_type);
+
+/* Is name one of the CloudEvents context attributes this module maps to event_t
+ * fields (the others of an event object are extensions)? */
+int eventgrid_is_ce_attribute(const char *name);
 
 /* Parses an RFC 3339 time ("2019-06-10T18:41:00.9584103Z"; without a zone it is
  * UTC). Returns 0 and seconds since the epoch (fraction dropped), or -1. */

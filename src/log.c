@@ -152,3 +152,15 @@ void log_msgf(log_level lv, const char *fmt, ...) {
   va_end(ap);
   log_write(lv, msg, NULL, 0);
 }
+
+void log_notice(const char *fmt, ...) {
+  char msg[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  log_level saved = min_level;
+  min_level = LOG_DEBUG;
+  log_write(LOG_INFO, msg, NULL, 0);
+  min_level = saved;
+}

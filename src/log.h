@@ -28,6 +28,9 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv);
 /* printf-style message without fields. */
 void log_msgf(log_level lv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* An info record written whatever the level: the start-up line with the address. */
+void log_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define log_debug(...) log_msgf(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_msgf(LOG_INFO, __VA_ARGS__)
 #define log_warn(...)  log_msgf(LOG_WARN, __VA_ARGS__)

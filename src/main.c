@@ -1,10 +1,14 @@
 /* main: the luahook command: run, check, version (and the sub-command table). */
 #include "commands.h"
 #include "config.h"
+#include "bind_http.h"
+#include "bind_timer.h"
+#include "dispatch.h"
 #include "log.h"
 #include "router.h"
 #include "script.h"
 #include "server.h"
+#include "task.h"
 #include "watch.h"
 
 #include <lauxlib.h>
@@ -13,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 typedef struct luahookd {
@@ -25,6 +30,8 @@ typedef struct luahookd {
   uv_timer_t drain;
   watch_t *watch;
   int stopping;
+  int grace_over;
+  uint64_t stop_started;
 } luahookd;
 
 static int usage_error(const char *msg) {
@@ -58,6 +65,9 @@ static script_t *open_script(const config *c, uv_loop_t *loop) {
 
 /* ------------------------------------------------------------ run */
 
+/* Shutdown, in steps: stop accepting and stop periodic timers; wait for the
+ * requests in progress and their connections (up to --shutdown-grace-ms); run
+ * on_shutdown(); then close everything so the loop ends and memory is freed. */
 static void on_server_closed(void *arg) {
   luahookd *d = arg;
   d->server = NULL;
@@ -69,25 +79,65 @@ static void on_server_closed(void *arg) {
   uv_close((uv_handle_t *)&d->drain, NULL);
 }
 
+static void close_all(luahookd *d) {
+  bind_timer_cancel_all();
+  bind_http_shutdown();
+  log_info("stopped");
+  server_close(d->server, on_server_closed, d);
+}
+
+static void on_shutdown_done(task_t *t, task_status st, const char *err, void *ud) {
+  (void)t;
+  luahookd *d = ud;
+  if (st != TASK_OK) log_write(LOG_ERROR, "on_shutdown failed", (log_kv[]){{"error", err}}, 1);
+  if (d->grace_over) { /* requests still hang on: no clean teardown is possible */
+    log_warn("exiting with requests still in progress");
+    _exit(0);
+  }
+  close_all(d);
+}
+
+static void run_on_shutdown(luahookd *d) {
+  gen_t *g = script_current(d->script);
+  if (!g || !gen_has_hook(g, HOOK_SHUTDOWN)) {
+    on_shutdown_done(NULL, TASK_OK, NULL, d);
+    return;
+  }
+  uint64_t timeout = d->cfg.handler_timeout_ms ? d->cfg.handler_timeout_ms : 5000;
+  task_t *t = task_new(d->script, timeout, on_shutdown_done, d);
+  if (!t) {
+    on_shutdown_done(NULL, TASK_ERROR, "out of memory", d);
+    return;
+  }
+  gen_push_global(task_thread(t), g, "on_shutdown");
+  task_run(t, 0);
+}
+
 static void drain_check(uv_timer_t *t) {
   luahookd *d = t->data;
-  if (d->server && server_pending(d->server) == 0) {
-    uv_timer_stop(t);
-    log_info("stopped");
-    server_close(d->server, on_server_closed, d);
+  int busy = server_pending(d->server) + server_connections(d->server);
+  if (busy && uv_now(d->loop) - d->stop_started < d->cfg.shutdown_grace_ms) return;
+  uv_timer_stop(t);
+  if (busy) {
+    log_warn("shutdown grace period over with %d requests still in progress",
+             server_pending(d->server));
+    d->grace_over = server_pending(d->server) > 0;
   }
+  run_on_shutdown(d);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum) {
   luahookd *d = h->data;
   if (d->stopping) {
     log_warn("second signal: exiting now");
-    exit(1);
+    _exit(1);
   }
   d->stopping = 1;
+  d->stop_started = uv_now(d->loop);
   log_info("%s: finishing requests in progress", signum == SIGINT ? "SIGINT" : "SIGTERM");
   server_stop_accepting(d->server);
-  uv_timer_start(&d->drain, drain_check, 0, 50);
+  bind_timer_shutdown();
+  uv_timer_start(&d->drain, drain_check, 0, 20);
 }
 
 static void reload(luahookd *d, const char *why) {
@@ -167,7 +217,7 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "luahook: %s\n", d.server ? msg : "out of memory");
     return 1;
   }
-  if (d.cfg.nsecrets == 0 && !is_loopback(d.cfg.host))
+  if (d.cfg.secrets.n == 0 && !is_loopback(d.cfg.host))
     log_warn("no --secret set while listening on %s: anyone who can reach this port can "
              "deliver events",
              d.cfg.host);
@@ -175,14 +225,21 @@ static int cmd_run(int argc, char **argv) {
   snprintf(url, sizeof url, "http://%s%s%s:%d%s", strchr(d.cfg.host, ':') ? "[" : "",
            d.cfg.host, strchr(d.cfg.host, ':') ? "]" : "", server_port(d.server),
            d.cfg.path);
+  router_set_server(d.router, d.server);
+  if (dispatch_set_dedup(d.cfg.dedup_window) != 0) {
+    fprintf(stderr, "luahook: no memory for a dedup window of %zu events\n", d.cfg.dedup_window);
+    return 1;
+  }
   if (d.cfg.reload) d.watch = watch_start(d.loop, d.cfg.script, 0, on_file_change, &d);
-  log_info("listening on %s (script %s%s)", url, d.cfg.script,
+  log_notice("listening on %s (script %s%s)", url, d.cfg.script,
            d.watch ? ", reloads on change" : "");
 
   uv_run(d.loop, UV_RUN_DEFAULT);
+  uv_run(d.loop, UV_RUN_NOWAIT); /* close callbacks of the last handles */
 
   router_free(d.router);
   script_free(d.script);
+  dispatch_shutdown();
   uv_loop_close(d.loop);
   config_free(&d.cfg);
   return 0;

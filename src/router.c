@@ -4,6 +4,7 @@
 #include "dispatch.h"
 #include "eventgrid.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -11,11 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 struct router {
   const config *cfg;
   script_t *s;
+  server_t *server;
   time_t started;
   time_t loaded_at;
   char *reload_error;
@@ -37,7 +40,12 @@ void router_free(router_t *r) {
   free(r);
 }
 
+void router_set_server(router_t *r, server_t *s) {
+  r->server = s;
+}
+
 void router_note_reload(router_t *r, const char *err) {
+  metrics_reload(err == NULL);
   free(r->reload_error);
   r->reload_error = err ? strdup(err) : NULL;
   if (err) {
@@ -113,7 +121,7 @@ static int secret_equal(const char *given, const char *secret) {
 }
 
 static int authorized(const router_t *r, const request_t *req) {
-  if (r->cfg->nsecrets == 0) return 1;
+  if (r->cfg->secrets.n == 0) return 1;
   char code[512];
   const char *cands[2];
   int n = 0;
@@ -122,8 +130,8 @@ static int authorized(const router_t *r, const request_t *req) {
   if (hdr) cands[n++] = hdr;
   int ok = 0;
   for (int i = 0; i < n; i++)
-    for (int k = 0; k < r->cfg->nsecrets; k++)
-      ok |= secret_equal(cands[i], r->cfg->secrets[k]);
+    for (int k = 0; k < r->cfg->secrets.n; k++)
+      ok |= secret_equal(cands[i], r->cfg->secrets.v[k]);
   return ok;
 }
 
@@ -150,18 +158,31 @@ static void healthz(router_t *r, request_t *req) {
   respond_json(req, 200, o, NULL);
 }
 
-/* CloudEvents webhook abuse protection: consent to the origin that asks. */
-static void options_handshake(request_t *req) {
+static int in_list(const strlist *l, const char *v) {
+  for (int i = 0; i < l->n; i++)
+    if (strcasecmp(l->v[i], v) == 0) return 1;
+  return 0;
+}
+
+/* CloudEvents webhook abuse protection: consent to the origin that asks, when it
+ * is allowed (any, unless --allowed-origin lists some). */
+static void options_handshake(router_t *r, request_t *req) {
   const char *origin = request_header(req, "webhook-request-origin");
   char extra[512];
   if (!origin) {
     request_respond(req, 200, NULL, NULL, 0, "Allow: POST, OPTIONS\r\n", 0);
     return;
   }
+  if (r->cfg->origins.n && !in_list(&r->cfg->origins, origin)) {
+    log_write(LOG_WARN, "webhook origin refused", (log_kv[]){{"origin", origin}}, 1);
+    respond_error(req, 403, "origin not allowed", -1, "Allow: POST, OPTIONS\r\n");
+    return;
+  }
   snprintf(extra, sizeof extra,
            "WebHook-Allowed-Origin: %.300s\r\nWebHook-Allowed-Rate: *\r\nAllow: POST, "
            "OPTIONS\r\n",
            origin);
+  log_write(LOG_INFO, "webhook handshake answered", (log_kv[]){{"origin", origin}}, 1);
   request_respond(req, 200, NULL, NULL, 0, extra, 0);
 }
 
@@ -192,9 +213,9 @@ static void on_head(request_t *req, void *ud) {
     }
     return; /* read the body */
   }
-  if (strcmp(path, "/healthz") == 0) {
+  if (strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0) {
     if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
-      respond_error(req, 405, "method not allowed", -1, "Allow: GET\r\n");
+      respond_error(req, 405, "method not allowed", -1, "Allow: GET, HEAD\r\n");
     return;
   }
   respond_error(req, 404, "not found", -1, NULL);
@@ -212,11 +233,51 @@ static void on_dispatched(void *ud, int status, const char *reason) {
     respond_error(req, status, reason ? reason : "handler failed", -1, NULL);
 }
 
+#define MAX_HEADERS 100
+
+static int is_deletion(const char *aeg) {
+  return aeg && (strcasecmp(aeg, "SubscriptionDeletion") == 0 ||
+                 strcasecmp(aeg, "Unsubscribe") == 0);
+}
+
+static void answer_validation(router_t *r, request_t *req, batch_t *b) {
+  const char *sub = request_header(req, "aeg-subscription-name");
+  if (r->cfg->subscriptions.n && !(sub && in_list(&r->cfg->subscriptions, sub))) {
+    log_write(LOG_WARN, "subscription validation refused: not in --subscription",
+              (log_kv[]){{"subscription", sub ? sub : "(none)"}}, 1);
+    respond_error(req, 403, "subscription not allowed", -1, NULL);
+    return;
+  }
+  log_write(LOG_INFO, "subscription validation answered",
+            (log_kv[]){{"subscription", sub}, {"validation_url", b->validation_url}}, 2);
+  size_t len = 0;
+  char *body = eventgrid_validation_response(b, &len);
+  if (body) request_respond(req, 200, "application/json", body, len, NULL, 0);
+  else respond_error(req, 500, "out of memory", -1, NULL);
+  free(body);
+}
+
 static void deliveries(router_t *r, request_t *req) {
-  delivery d;
+  const char *names[MAX_HEADERS], *values[MAX_HEADERS];
+  size_t nh = request_header_count(req);
+  if (nh > MAX_HEADERS) nh = MAX_HEADERS;
+  for (size_t i = 0; i < nh; i++) request_header_at(req, i, &names[i], &values[i]);
+  delivery d = {.content_type = request_header(req, "content-type"),
+                .aeg_event_type = request_header(req, "aeg-event-type"),
+                .nheaders = nh,
+                .hnames = names,
+                .hvalues = values};
   d.body = request_body(req, &d.len);
-  d.content_type = request_header(req, "content-type");
-  d.aeg_event_type = request_header(req, "aeg-event-type");
+  if (is_deletion(d.aeg_event_type)) {
+    log_write(LOG_INFO, "subscription deletion notice",
+              (log_kv[]){{"subscription", request_header(req, "aeg-subscription-name")},
+                         {"aeg-event-type", d.aeg_event_type}},
+              2);
+    if (d.len == 0) { /* nothing to hand to the script */
+      request_respond(req, 200, NULL, NULL, 0, NULL, 0);
+      return;
+    }
+  }
   batch_t b;
   decode_error e;
   if (eventgrid_decode(&d, &b, &e) != 0) {
@@ -224,22 +285,33 @@ static void deliveries(router_t *r, request_t *req) {
     respond_error(req, e.status, e.msg, e.index, NULL);
     return;
   }
+  request_set_events(req, (long)b.n);
   if (b.kind == BATCH_VALIDATION) {
-    log_write(LOG_INFO, "subscription validation answered",
-              (log_kv[]){{"subscription", request_header(req, "aeg-subscription-name")},
-                         {"validation_url", b.validation_url}},
-              2);
-    size_t len = 0;
-    char *body = eventgrid_validation_response(&b, &len);
-    if (body)
-      request_respond(req, 200, "application/json", body, len, NULL, 0);
-    else
-      respond_error(req, 500, "out of memory", -1, NULL);
-    free(body);
+    answer_validation(r, req, &b);
     batch_free(&b);
     return;
   }
-  dispatch_meta m = {.delivery_count = -1};
+  long busy = dispatch_inflight();
+  if (busy > 0 && (size_t)busy + b.n > r->cfg->max_inflight) {
+    batch_free(&b);
+    log_write(LOG_WARN, "busy: delivery deferred with 503", NULL, 0);
+    respond_error(req, 503, "too many events in progress, retry later", -1,
+                  "Retry-After: 30\r\n");
+    return;
+  }
+  for (size_t i = 0; i < b.n; i++)
+    if (strcmp(b.events[i].type, EG_TYPE_DELETED) == 0) {
+      const cJSON *id = cJSON_GetObjectItemCaseSensitive(b.events[i].data, "eventSubscriptionId");
+      log_write(LOG_INFO, "subscription deleted",
+                (log_kv[]){{"event_subscription", cJSON_IsString(id) ? id->valuestring : NULL}},
+                1);
+    }
+  dispatch_meta m = {.delivery_count = -1,
+                     .subscription_name = request_header(req, "aeg-subscription-name"),
+                     .event_type = d.aeg_event_type,
+                     .metadata_version = request_header(req, "aeg-metadata-version"),
+                     .data_version = request_header(req, "aeg-data-version"),
+                     .output_event_id = request_header(req, "aeg-output-event-id")};
   const char *dc = request_header(req, "aeg-delivery-count");
   if (dc) {
     char *end;
@@ -253,6 +325,23 @@ static void deliveries(router_t *r, request_t *req) {
   }
 }
 
+static void metrics(router_t *r, request_t *req) {
+  gen_t *g = script_current(r->s);
+  metrics_gauges gg = {.inflight_events = dispatch_inflight(),
+                       .lua_bytes = script_memory(r->s),
+                       .connections = r->server ? server_connections(r->server) : 0,
+                       .generation = g ? gen_id(g) : 0,
+                       .outbound_active = 0};
+  size_t len = 0;
+  char *text = metrics_render(&gg, &len);
+  if (!text) {
+    respond_error(req, 500, "out of memory", -1, NULL);
+    return;
+  }
+  request_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL, 0);
+  free(text);
+}
+
 static void on_request(request_t *req, void *ud) {
   router_t *r = ud;
   const char *m = request_method(req), *path = request_path(req);
@@ -260,8 +349,12 @@ static void on_request(request_t *req, void *ud) {
     healthz(r, req);
     return;
   }
+  if (strcmp(path, "/metrics") == 0) {
+    metrics(r, req);
+    return;
+  }
   if (strcmp(m, "OPTIONS") == 0) {
-    options_handshake(req);
+    options_handshake(r, req);
     return;
   }
   deliveries(r, req);

@@ -8,6 +8,7 @@
  */
 #include "server.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <llhttp.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@ struct request {
   int discard;
   int body_done;
   int expect_continue;
+  long events;
   uint64_t t0;
 };
 
@@ -285,9 +287,24 @@ static void send_response(conn *c, int status, const char *ctype, const char *bo
 }
 
 static void send_error(conn *c, int status, const char *msg) {
+  metrics_request(status);
   char body[256];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
   send_response(c, status, "application/json", body, (size_t)n, NULL, 1);
+}
+
+static void access_log(const request_t *r, int status) {
+  char st[8], ms[32], ev[24];
+  snprintf(st, sizeof st, "%d", status);
+  snprintf(ms, sizeof ms, "%.2f", (double)(uv_hrtime() - r->t0) / 1e6);
+  snprintf(ev, sizeof ev, "%ld", r->events);
+  log_write(LOG_INFO, "request",
+            (log_kv[]){{"method", r->method},
+                       {"path", request_path(r)},
+                       {"status", st},
+                       {"events", r->events >= 0 ? ev : NULL},
+                       {"ms", ms}},
+            5);
 }
 
 void request_respond(request_t *r, int status, const char *ctype, const char *body,
@@ -300,6 +317,8 @@ void request_respond(request_t *r, int status, const char *ctype, const char *bo
     r->in_handler = 0;
     c->srv->pending--;
   }
+  metrics_request(status);
+  if (log_enabled(LOG_INFO)) access_log(r, status);
   if (!c->closing) {
     int close = close_after || c->srv->stopping || !llhttp_should_keep_alive(&c->parser);
     if (!r->body_done) {
@@ -394,6 +413,7 @@ static int on_message_begin(llhttp_t *p) {
   r->head_len = r->body_len = r->nhdrs = 0;
   r->in_field = r->in_handler = r->responded = r->discard = r->body_done = 0;
   r->expect_continue = 0;
+  r->events = -1;
   r->method[0] = '\0';
   r->t0 = uv_hrtime();
   arm(c, PH_HEAD);
@@ -522,7 +542,10 @@ static int on_message_complete(llhttp_t *p) {
   request_t *r = &c->req;
   server_t *s = c->srv;
   r->body_done = 1;
-  if (r->responded) return 0;
+  if (r->responded) { /* answered from the head; its body is now drained */
+    arm(c, PH_IDLE);
+    return 0;
+  }
   arm(c, PH_HANDLER);
   r->in_handler = 1;
   s->pending++;
@@ -800,4 +823,8 @@ const char *request_body(const request_t *r, size_t *len) {
 
 uint64_t request_start_ns(const request_t *r) {
   return r->t0;
+}
+
+void request_set_events(request_t *r, long n) {
+  r->events = n;
 }

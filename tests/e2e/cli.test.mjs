@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { runCli, writeScript, tmpDir, startDaemon, get } from './lib.mjs';
+import { runCli, writeScript, tmpDir, startDaemon, get, post, egEvent, SANITIZER_RE } from './lib.mjs';
 import path from 'node:path';
 
 const GOOD = `
@@ -159,11 +159,36 @@ describe('cli', () => {
     } finally { await d2.stop(); }
   });
 
+  for (const level of ['debug', 'info', 'warn', 'error']) {
+    it(`--listen 127.0.0.1:0 --log-level ${level}: the "listening on" line still tells the port`, async () => {
+      const d = await startDaemon({ script: writeScript(GOOD), args: ['--log-level', level], timeoutMs: 3000 });
+      try {
+        assert.equal((await get(d.port, '/healthz')).status, 200);
+      } finally { await d.stop(); }
+    });
+  }
+
+  it('--log-format json: every stderr line is one JSON record', async () => {
+    const script = writeScript(`function on_event(ev)\n  error("json-log-boom")\nend\n`, { name: 'jl.lua' });
+    const d = await startDaemon({ script, args: ['--log-format', 'json'] });
+    try {
+      const r = await post(d.port, '/api/events', [egEvent({ id: 'json-log-1' })]);
+      assert.equal(r.status, 500);
+      await d.waitStderr(/json-log-boom/, 3000);
+    } finally { await d.stop(); }
+    const lines = d.stderr().split('\n').filter((l) => l.trim() !== '');
+    for (const l of lines) assert.doesNotThrow(() => JSON.parse(l), `not a JSON record: ${l}`);
+    const rec = lines.map((l) => JSON.parse(l)).find((o) => JSON.stringify(o).includes('json-log-boom'));
+    assert.ok(JSON.stringify(rec).includes('json-log-1'), `the error record names the event id: ${JSON.stringify(rec)}`);
+    assert.match(JSON.stringify(rec), /jl\.lua:2/, 'and the script file:line');
+  });
+
   it('SIGTERM stops the daemon with exit 0', async () => {
     const d = await startDaemon({ script: writeScript(GOOD) });
     d.proc.kill('SIGTERM');
     const r = await Promise.race([d.exited, new Promise((res) => setTimeout(() => res(null), 5000))]);
     if (!r) { await d.stop(); assert.fail('still running 5 s after SIGTERM'); }
     assert.equal(r.code, 0, `exit ${JSON.stringify(r)}; stderr: ${d.stderr()}`);
+    assert.doesNotMatch(d.stderr(), SANITIZER_RE);
   });
 });

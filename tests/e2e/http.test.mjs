@@ -4,8 +4,9 @@
 // still answer 200.
 import { describe, it, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import {
-  RECORDER, startDaemon, writeScript, outPath, readRecords, clearOut, loadData,
+  RECORDER, startDaemon, writeScript, outPath, readRecords, readOut, clearOut, loadData,
   post, get, egEvent, signalrEvent, assertFraming, RawConn, rawExchange, buildRequest,
   chunked, sleep,
 } from './lib.mjs';
@@ -131,6 +132,35 @@ describe('http: framing, keep-alive, pipelining, chunked, 100-continue, limits',
     } finally { c.destroy(); }
   });
 
+  it('a request sent one byte at a time is parsed correctly', async () => {
+    const e = egEvent();
+    const bytes = buildRequest({ body: [e], headers: NOTIFY });
+    const c = await RawConn.open(d.port);
+    try {
+      for (let i = 0; i < bytes.length; i += 1) {
+        c.write(bytes.subarray(i, i + 1));
+        if (i % 8 === 0) await sleep(1);
+      }
+      const r = await c.finalResponse(5000);
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(ids(out), [e.id]);
+    } finally { c.destroy(); }
+  });
+
+  it('a request pipelined after "Connection: close" is not processed', async () => {
+    const e1 = egEvent();
+    const e2 = egEvent();
+    const bytes = Buffer.concat([
+      buildRequest({ body: [e1], headers: { ...NOTIFY, Connection: 'close' } }),
+      buildRequest({ body: [e2], headers: NOTIFY }),
+    ]);
+    const { responses, closed, raw } = await rawExchange(d.port, bytes, { responses: 1, closeWaitMs: 2000 });
+    assert.equal(responses[0].status, 200);
+    assert.equal(closed, true, 'closed after the Connection: close request');
+    assert.equal(raw.match(/HTTP\/1\.1 \d{3}/g).length, 1, `exactly one response: ${raw}`);
+    assert.deepEqual(ids(out), [e1.id], 'the request after Connection: close never ran');
+  });
+
   it('pipelining: 4 requests in one write -> 4 responses in order', async () => {
     const e1 = egEvent();
     const e2 = egEvent({ data: { action: 'reject' } });
@@ -146,6 +176,20 @@ describe('http: framing, keep-alive, pipelining, chunked, 100-continue, limits',
     responses.forEach((r, i) => assertFraming(assert, r, `response ${i}`));
     assert.equal(closed, false);
     assert.deepEqual(ids(out), [e1.id, e3.id]);
+  });
+
+  it('pipelining: 100 mixed requests in one write -> 100 responses in order', async () => {
+    const reqs = [];
+    const want = [];
+    const evIds = [];
+    for (let i = 0; i < 100; i++) {
+      if (i % 3 === 0) { reqs.push(buildRequest({ method: 'GET', path: '/healthz' })); want.push(200); }
+      else if (i % 3 === 1) { const e = egEvent(); evIds.push(e.id); reqs.push(buildRequest({ body: [e], headers: NOTIFY })); want.push(200); }
+      else { reqs.push(buildRequest({ body: 'not json', headers: NOTIFY })); want.push(400); }
+    }
+    const { responses } = await rawExchange(d.port, Buffer.concat(reqs), { responses: 100, timeoutMs: 10000 });
+    assert.deepEqual(responses.map((r) => r.status), want);
+    assert.deepEqual(ids(out), evIds);
   });
 
   it('pipelining: three 10-event batches in one write, 30 handler runs in order', async () => {
@@ -171,6 +215,20 @@ describe('http: framing, keep-alive, pipelining, chunked, 100-continue, limits',
       const r = await c.finalResponse(5000);
       assert.equal(r.status, 200, r.text);
       assertFraming(assert, r);
+      assert.deepEqual(ids(out), [e.id]);
+    } finally { c.destroy(); }
+  });
+
+  it('Expect: 100-continue with a chunked body -> 100, then 200', async () => {
+    const e = egEvent();
+    const c = await RawConn.open(d.port);
+    try {
+      c.write(buildRequest({ headers: { ...NOTIFY, Expect: '100-continue', 'Transfer-Encoding': 'chunked' }, contentLength: false }));
+      const interim = await c.response(3000);
+      assert.equal(interim.status, 100);
+      c.write(chunked(JSON.stringify([e])));
+      const r = await c.finalResponse(5000);
+      assert.equal(r.status, 200, r.text);
       assert.deepEqual(ids(out), [e.id]);
     } finally { c.destroy(); }
   });
@@ -554,6 +612,23 @@ describe('http: malformed requests -> 400 and closed', () => {
     });
   }
 
+  it('200 connections reset right after connecting (some mid-request) do not hurt the daemon', async () => {
+    const done = [];
+    for (let i = 0; i < 200; i++) {
+      done.push(new Promise((resolve) => {
+        const s = net.connect(d.port, '127.0.0.1');
+        s.on('error', () => resolve());
+        s.on('close', () => resolve());
+        s.on('connect', () => {
+          if (i % 2) s.write('POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[{');
+          s.resetAndDestroy();
+        });
+      }));
+    }
+    await Promise.race([Promise.all(done), sleep(5000)]);
+    await sleep(100);
+  });
+
   it('a 200 KB header -> 431 (or 400/413) and closed', async () => {
     const c = await RawConn.open(d.port);
     try {
@@ -579,7 +654,7 @@ describe('http: malformed requests -> 400 and closed', () => {
 describe('http: slow clients', () => {
   let d;
   before(async () => {
-    d = await startDaemon({ script: writeScript('function on_event(ev) end'), args: ['--header-timeout-ms', '1000'] });
+    d = await startDaemon({ script: writeScript('function on_event(ev) end'), args: ['--header-timeout-ms', '1000', '--body-timeout-ms', '1000'] });
   });
   after(async () => { await d?.stop(); });
   afterEach(async () => { await assertAlive(d); });
@@ -608,6 +683,20 @@ describe('http: slow clients', () => {
       clearInterval(dripper);
       slow.destroy();
     }
+  });
+
+  it('a body that stalls is cut off after --body-timeout-ms (408 or close)', async () => {
+    const c = await RawConn.open(d.port);
+    const t0 = Date.now();
+    try {
+      c.write(buildRequest({ headers: { ...NOTIFY, 'Content-Length': '100' } }));
+      c.write('[{"id":');
+      const closed = await c.waitClosed(4000);
+      const elapsed = Date.now() - t0;
+      assert.equal(closed, true, `stalled body still connected after ${elapsed} ms`);
+      assert.ok(elapsed >= 700 && elapsed < 3500, `cut off after ${elapsed} ms (body timeout 1000 ms)`);
+      if (c.all.length) assert.equal(c.all[0].status, 408);
+    } finally { c.destroy(); }
   });
 
   it('a connection that never sends anything is closed', async () => {
@@ -642,5 +731,61 @@ describe('http: idle keep-alive connections', () => {
       const idle = c.closedAt - t0 - 400;
       assert.ok(idle >= 800, `closed after ${idle} ms idle, before the 1000 ms idle timeout`);
     } finally { c.destroy(); }
+  });
+});
+
+describe('http: defaults sized for Event Grid (1 MB batches)', () => {
+  let d;
+  let out;
+  before(async () => {
+    out = outPath();
+    d = await startDaemon({ script: writeScript(`${RECORDER}\nfunction on_event(ev) local f = io.open(os.getenv("OUT"), "a"); f:write(ev.id, "\\n"); f:close() end\n`), env: { OUT: out } });
+  });
+  after(async () => { await d?.stop(); });
+  beforeEach(() => clearOut(out));
+  afterEach(async () => { await assertAlive(d); });
+
+  it('a 1 MiB body is accepted with the default --max-body', async () => {
+    const e = egEvent({ data: { pad: '' } });
+    const base = Buffer.byteLength(JSON.stringify([e]));
+    e.data.pad = 'x'.repeat(1024 * 1024 - base);
+    const body = JSON.stringify([e]);
+    assert.equal(Buffer.byteLength(body), 1024 * 1024);
+    const r = await post(d.port, EVENTS, body, NOTIFY, { timeoutMs: 10000 });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(readOut(out), [e.id]);
+  });
+
+  it('a 1000-event batch runs every event in order', async () => {
+    const evs = Array.from({ length: 1000 }, (_, i) => egEvent({ id: `big-${i}` }));
+    const r = await post(d.port, EVENTS, evs, NOTIFY, { timeoutMs: 20000 });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(readOut(out), evs.map((e) => e.id));
+  });
+});
+
+describe('http: --max-connections', () => {
+  let d;
+  before(async () => {
+    d = await startDaemon({ script: writeScript('function on_event(ev) end'), args: ['--max-connections', '3'] });
+  });
+  after(async () => { await d?.stop(); });
+
+  it('a connection beyond the limit is not served; once others close, requests are served again', async () => {
+    const held = [];
+    try {
+      for (let i = 0; i < 3; i++) held.push(await RawConn.open(d.port));
+      await sleep(100);
+      assert.ok(held.every((c) => !c.closed), 'connections within the limit stay open');
+      const r = await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 }).catch((e) => e);
+      assert.ok(r instanceof Error || r.status === 503,
+        `4th connection must not be served (503 or refused/closed), got ${r.status ?? r.message}`);
+    } finally {
+      for (const c of held) c.destroy();
+    }
+    await sleep(200);
+    const r2 = await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 });
+    assert.equal(r2.status, 200);
+    await assertAlive(d);
   });
 });

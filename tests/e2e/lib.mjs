@@ -211,6 +211,11 @@ export function runCli(args, { env = {}, timeoutMs = 10000, input } = {}) {
     p.on('close', (code, signal) => {
       clearTimeout(t);
       live.delete(p);
+      const san = stderr.search(SANITIZER_RE);
+      if (san >= 0) {
+        reject(new Error(`sanitizer report from luahook ${args.join(' ')}:\n${stderr.slice(Math.max(0, san - 200), san + 6000)}`));
+        return;
+      }
       resolve({ code, signal, stdout, stderr, timedOut });
     });
     if (input !== undefined) p.stdin.end(input); else p.stdin.end();
@@ -218,6 +223,7 @@ export function runCli(args, { env = {}, timeoutMs = 10000, input } = {}) {
 }
 
 const LISTEN_RE = /listening on http:\/\/127\.0\.0\.1:(\d+)/;
+export const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer)|runtime error: |WARNING: ThreadSanitizer/;
 
 /**
  * Starts `luahook run SCRIPT --listen 127.0.0.1:0 ...args` and waits for its
@@ -263,13 +269,27 @@ export async function startDaemon({ script, args = [], env = {}, timeoutMs = 100
     if (!check()) watchers.add(w);
   });
 
-  const stop = async (ms = 3000) => {
-    if (exitInfo) return exitInfo;
-    proc.kill('SIGTERM');
-    const r = await Promise.race([exited, sleep(ms).then(() => null)]);
-    if (r) return r;
-    proc.kill('SIGKILL');
-    return exited;
+  // Stops the daemon (SIGTERM, then SIGKILL after ms). Throws when the daemon had
+  // died on its own before, or when its stderr holds a sanitizer report (ASan/UBSan/LSan
+  // builds print those, LeakSanitizer only at exit).
+  const stop = async (ms = 3000, { check = true } = {}) => {
+    const diedEarly = exitInfo !== null;
+    let r = exitInfo;
+    if (!r) {
+      proc.kill('SIGTERM');
+      r = await Promise.race([exited, sleep(ms).then(() => null)]);
+      if (!r) {
+        proc.kill('SIGKILL');
+        r = await exited;
+        if (check) throw new Error(`luahook did not exit within ${ms} ms of SIGTERM; stderr tail:\n${err.slice(-3000)}`);
+      }
+    }
+    if (check) {
+      const san = err.search(SANITIZER_RE);
+      if (san >= 0) throw new Error(`sanitizer report in luahook stderr:\n${err.slice(Math.max(0, san - 200), san + 6000)}`);
+      if (diedEarly) throw new Error(`luahook died before stop() (${JSON.stringify(r)}); stderr tail:\n${err.slice(-3000)}`);
+    }
+    return r;
   };
 
   let port;
@@ -282,7 +302,7 @@ export async function startDaemon({ script, args = [], env = {}, timeoutMs = 100
     ]);
     port = Number(m[1]);
   } catch (e) {
-    await stop();
+    await stop(3000, { check: false });
     throw e;
   }
   return {

@@ -3,7 +3,7 @@
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  RECORDER, startDaemon, writeScript, outPath, readRecords, clearOut, loadData, loadDataText,
+  RECORDER, startDaemon, writeScript, outPath, readRecords, readOut, clearOut, loadData, loadDataText,
   post, get, request, egEvent, signalrEvent, lineOf, assertFraming, rawExchange, buildRequest,
 } from './lib.mjs';
 
@@ -24,7 +24,9 @@ function on_event(ev)
   if type(d) == "table" and d.action == "reject" then
     luahook.reject("rejected by test " .. ev.id)
   end
-  record("event", evrec(ev))
+  local r = evrec(ev)
+  r.null_data = (json ~= nil and json.null ~= nil and ev.data == json.null) or nil
+  record("event", r)
 end
 `;
 
@@ -86,14 +88,21 @@ describe('receiver: Event Grid deliveries reach the Lua hooks', () => {
   });
 
   it('the seed Disconnected event reaches on_disconnected with errorMessage', async () => {
-    const text = loadDataText('eventgrid-disconnected.json');
-    const [e] = loadData('eventgrid-disconnected.json');
-    const r = await post(d.port, EVENTS, text, NOTIFY);
-    assert.equal(r.status, 200, r.text);
-    const recs = readRecords(out);
-    assert.equal(recs.length, 1, JSON.stringify(recs));
-    checkEvent(recs[0], e, { tag: 'disconnected' });
-    assert.equal(recs[0].value.data.errorMessage, 'Internal server error.');
+    // The doc's Connected and Disconnected examples share one id; a daemon that skips
+    // ids it already handled (DESIGN: dedup window) rightly would skip this one, so it
+    // gets a daemon of its own.
+    const out2 = outPath();
+    const d2 = await startDaemon({ script: writeScript(SCRIPT), env: { OUT: out2 } });
+    try {
+      const text = loadDataText('eventgrid-disconnected.json');
+      const [e] = loadData('eventgrid-disconnected.json');
+      const r = await post(d2.port, EVENTS, text, NOTIFY);
+      assert.equal(r.status, 200, r.text);
+      const recs = readRecords(out2);
+      assert.equal(recs.length, 1, JSON.stringify(recs));
+      checkEvent(recs[0], e, { tag: 'disconnected' });
+      assert.equal(recs[0].value.data.errorMessage, 'Internal server error.');
+    } finally { await d2.stop(); }
   });
 
   it('any other event type reaches on_event', async () => {
@@ -110,6 +119,40 @@ describe('receiver: Event Grid deliveries reach the Lua hooks', () => {
     const r = await post(d.port, EVENTS, [e]);
     assert.equal(r.status, 200, r.text);
     checkEvent(readRecords(out)[0], e, { tag: 'disconnected' });
+  });
+
+  it('data of a custom event may be any JSON value: string, number, null, absent', async () => {
+    const evs = [
+      egEvent({ data: 'hello' }), egEvent({ data: 42 }), egEvent({ data: -1.25 }), egEvent({ data: [1, 'two'] }),
+      egEvent({ data: true }), egEvent({ data: null }), egEvent({ data: undefined, subject: undefined, dataVersion: undefined }),
+    ];
+    const r = await post(d.port, EVENTS, evs, NOTIFY);
+    assert.equal(r.status, 200, r.text);
+    const recs = readRecords(out).map((x) => x.value);
+    assert.deepEqual(recs.map((v) => v.id), evs.map((e) => e.id));
+    assert.equal(recs[0].data, 'hello');
+    assert.equal(recs[1].data, 42);
+    assert.equal(recs[1].data_types, 'integer');
+    assert.equal(recs[2].data, -1.25);
+    assert.equal(recs[2].data_types, 'float');
+    assert.deepEqual(recs[3].data, [1, 'two']);
+    assert.equal(recs[4].data, true);
+    assert.equal(recs[5].null_data, true, 'JSON null data is json.null (DESIGN: "null is json.null")');
+    assert.equal(recs[6].data, undefined, 'absent data -> nil');
+    assert.equal(recs[6].subject, undefined, 'absent subject -> nil');
+    assert.equal(recs[6].data_version, undefined, 'absent dataVersion -> nil');
+    assert.deepEqual(JSON.parse(recs[6].raw), JSON.parse(JSON.stringify(evs[6])));
+  });
+
+  it('Event Grid header names are case-insensitive (AEG-EVENT-TYPE, AEG-DELIVERY-COUNT)', async () => {
+    const [v] = loadData('eventgrid-validation.json');
+    const r = await post(d.port, EVENTS, [v], { 'AEG-EVENT-TYPE': 'SubscriptionValidation' });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json(), { validationResponse: v.data.validationCode });
+    const e = egEvent();
+    const r2 = await post(d.port, EVENTS, [e], { 'Aeg-Event-Type': 'Notification', 'AEG-DELIVERY-COUNT': '4' });
+    assert.equal(r2.status, 200, r2.text);
+    checkEvent(readRecords(out)[0], e, { tag: 'event', deliveryCount: 4 });
   });
 
   it('a 10-event mixed batch runs every event, in order, in the right hook', async () => {
@@ -297,5 +340,77 @@ describe('receiver: --path', () => {
     const h = await get(d.port, '/healthz');
     assert.equal(h.status, 200);
     assert.equal(readRecords(out).length, 1);
+  });
+});
+
+describe('receiver: budgets (a buggy script must not take the daemon down)', () => {
+  let d;
+  const BUDGET_SCRIPT = `
+function on_event(ev)
+  local k = ev.data.kind
+  if k == "cpu" then while true do end end
+  if k == "mem" then local t = {} while true do t[#t + 1] = string.rep("x", 1000000) .. #t end end
+  if k == "table" then error({ code = 1 }) end
+  if k == "nil" then error() end
+end
+`;
+  before(async () => { d = await startDaemon({ script: writeScript(BUDGET_SCRIPT, { name: 'budget.lua' }) }); });
+  after(async () => { await d?.stop(); });
+
+  for (const kind of ['cpu', 'mem', 'table', 'nil']) {
+    it(`a handler that fails by ${kind} -> 500, logged, daemon keeps serving`, async () => {
+      const e = egEvent({ data: { kind } });
+      const r = await post(d.port, EVENTS, [e], NOTIFY, { timeoutMs: 20000 });
+      assert.equal(r.status, 500, r.text);
+      assertFraming(assert, r);
+      await d.waitStderr(new RegExp(`${e.id}.*budget\\.lua:\\d+|budget\\.lua:\\d+.*${e.id}`), 3000);
+      assert.equal((await get(d.port, '/healthz')).status, 200);
+      const ok = egEvent({ data: { kind: 'none' } });
+      assert.equal((await post(d.port, EVENTS, [ok], NOTIFY)).status, 200, 'the next delivery works');
+    });
+  }
+});
+
+// DESIGN.md: "an event whose handler already succeeded is not run again while it is in a
+// bounded dedup window, so a batch redelivered after one failure re-runs only the failed
+// event." Not part of the core-receiver contract yet: marked todo (runs, reports, does
+// not fail the suite). Drop the todo once the dedup window exists.
+describe('receiver: dedup window (DESIGN, todo)', () => {
+  let d;
+  let out;
+  const DEDUP_SCRIPT = `
+local failed_once = false
+function on_event(ev)
+  local f = assert(io.open(os.getenv("OUT"), "a"))
+  f:write(ev.id, "\\n")
+  f:close()
+  if type(ev.data) == "table" and ev.data.fail_once and not failed_once then
+    failed_once = true
+    error("failing once: " .. ev.id)
+  end
+end
+`;
+  before(async () => {
+    out = outPath();
+    d = await startDaemon({ script: writeScript(DEDUP_SCRIPT), env: { OUT: out } });
+  });
+  after(async () => { await d?.stop(); });
+  beforeEach(() => clearOut(out));
+
+  it('an event delivered twice runs once; both deliveries get 200', { todo: 'dedup window not implemented yet' }, async () => {
+    const e = egEvent();
+    assert.equal((await post(d.port, EVENTS, [e], NOTIFY)).status, 200);
+    assert.equal((await post(d.port, EVENTS, [e], { ...NOTIFY, 'aeg-delivery-count': '1' })).status, 200);
+    assert.deepEqual(readOut(out), [e.id]);
+  });
+
+  it('a batch redelivered after one failure re-runs only the failed event', { todo: 'dedup window not implemented yet' }, async () => {
+    const a = egEvent();
+    const b = egEvent({ data: { fail_once: true } });
+    const c = egEvent();
+    assert.equal((await post(d.port, EVENTS, [a, b, c], NOTIFY)).status, 500);
+    clearOut(out);
+    assert.equal((await post(d.port, EVENTS, [a, b, c], { ...NOTIFY, 'aeg-delivery-count': '1' })).status, 200);
+    assert.deepEqual(readOut(out), [b.id]);
   });
 });

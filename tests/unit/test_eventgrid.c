@@ -16,7 +16,7 @@ static const char *CONNECTED =
 
 static int decode(const char *body, const char *ct, const char *aeg, batch_t *b,
                   decode_error *e) {
-  delivery d = {body, strlen(body), ct, aeg};
+  delivery d = {.body = body, .len = strlen(body), .content_type = ct, .aeg_event_type = aeg};
   return eventgrid_decode(&d, b, e);
 }
 
@@ -191,7 +191,7 @@ static void test_depth(void) {
 static void test_nul_byte(void) {
   static const char body[] =
       "[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":\"2020-01-01T00:00:00Z\"}]\0x";
-  delivery d = {body, sizeof body - 1, NULL, NULL};
+  delivery d = {.body = body, .len = sizeof body - 1};
   batch_t b;
   decode_error e;
   CHECK_INT(eventgrid_decode(&d, &b, &e), -1);
