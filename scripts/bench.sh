@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench.sh - loopback benchmark: luahook next to an nginx `return 200;` ceiling.
 #
-#   scripts/bench.sh                                  # everything, ~3 min
+#   scripts/bench.sh                                  # everything, ~4 min
 #   DURATION=5 REPS=2 WORKLOADS="W1 W3" scripts/bench.sh
 #
 # What it does: installs wrk and nginx (scripts/setup.sh), builds luahook
@@ -122,7 +122,9 @@ printf 'target\tworkload\tconns\trep\trps\tevents_s\tp50_us\tp99_us\tp999_us\tpe
 # scratch directory) are set.
 target_ceiling() {
   sed -e "s|@PORT@|$PORT|g" -e "s|@DIR@|$TDIR|g" "$BENCH/nginx-ceiling.conf.in" > "$TDIR/nginx.conf" || exit 1
-  exec nginx -p "$TDIR" -e "$TDIR/error.log" -c "$TDIR/nginx.conf" -g 'daemon off; master_process off;'
+  local elog=()   # -e (nginx >= 1.19.5): no start-up message to the packaged error log
+  nginx -h 2>&1 | grep -q -- '-e filename' && elog=(-e "$TDIR/error.log")
+  exec nginx -p "$TDIR" "${elog[@]}" -c "$TDIR/nginx.conf" -g 'daemon off; master_process off;'
 }
 
 target_luahook() {
@@ -360,7 +362,8 @@ else pin="unpinned (fewer than 2 CPUs), wrk 1 thread"; fi
 {
   echo
   echo "Medians of $REPS runs of ${DURATION}s per row (warm-up ${WARMUP}s), targets alternating; $pin;"
-  echo "spread % = (max - min) / median of req/s; errors = socket errors, summed over runs; CPU % = CPU time / wall"
+  echo "spread % = (max - min) / median of req/s; errors = socket errors (connect/read/write/timeout) and non-2xx ="
+  echo "answers with status >= 400 as wrk counts them, both summed over runs; CPU % = CPU time / wall"
   echo "time (100 = one core) of the server, of wrk, and of everything else on the machine (user+system; other"
   echo "processes). A high 'other' means the run shared its CPUs and its numbers are noise. $(grep '^git' "$OUT_DIR/env.txt")"
 } >> "$TABLE"

@@ -109,16 +109,43 @@ static size_t number_len(const unsigned char *p, size_t n) {
   return i;
 }
 
+/* Bytes that stand for themselves inside a string: printable ASCII but '"' and '\\'. */
+static const unsigned char str_plain[256] = {
+#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    R16(0), R16(0),
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
+    R16(1), R16(1),
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50: '\\' */
+    R16(1), R16(1),
+    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
+#undef R16
+};
+
+static int is_ws(unsigned c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off) {
+  return json_text_check_spans(s, n, max_depth, err_off, NULL, NULL);
+}
+
+const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t *err_off,
+                                  json_span_fn span, void *ud) {
   const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0, l;
-  int depth = 0;
+  size_t i = 0, l, start = 0;
+  int depth = 0, root_array = 0, in_elem = 0;
   const char *msg;
 
   while (i < n) {
     unsigned c = p[i];
+    /* elements of a top-level array: a value starts at depth 1, ends at ',' or ']' */
+    if (span && depth == 1 && root_array && !in_elem && !is_ws(c) && c != ',' && c != ']') {
+      in_elem = 1;
+      start = i;
+    }
     if (c == '"') {
       for (i++;;) {
+        while (i < n && str_plain[p[i]]) i++;
         if (i >= n) {
           msg = "unterminated string";
           goto fail;
@@ -136,8 +163,6 @@ const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_
         } else if (c < 0x20) {
           msg = "control character in a string";
           goto fail;
-        } else if (c < 0x80) {
-          i++;
         } else {
           if (!(l = utf8_seq(p + i, n - i))) goto bad_utf8;
           i += l;
@@ -145,13 +170,18 @@ const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_
       }
       i++; /* the closing quote */
     } else if (c == '[' || c == '{') {
+      if (depth == 0 && c == '[') root_array = 1;
       if (++depth > max_depth) {
         msg = "nesting too deep";
         goto fail;
       }
       i++;
     } else if (c == ']' || c == '}') {
+      if (span && depth == 1 && in_elem) goto element_end;
       depth--; /* may go negative on malformed text, which cJSON rejects */
+      i++;
+    } else if (c == ',') {
+      if (span && depth == 1 && in_elem) goto element_end;
       i++;
     } else if (c == '-' || is_digit(c)) {
       if (!(l = number_len(p + i, n - i))) {
@@ -171,6 +201,15 @@ const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_
     } else {
       i++;
     }
+    continue;
+  element_end: {
+    size_t end = i;
+    while (end > start && is_ws(p[end - 1])) end--;
+    span(ud, start, end - start);
+    in_elem = 0;
+    if (c != ',') depth--;
+    i++;
+  }
   }
   return NULL;
 

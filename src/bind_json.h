@@ -35,4 +35,11 @@ int json_utf8_valid(const char *s, size_t n);
  * static message and the byte offset of the problem in *err_off. */
 const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off);
 
+/* The same check, which also reports the byte span of each element of a top-level
+ * array (trimmed of white space) as it passes them: spans are only meaningful when
+ * the text turns out to be valid JSON. */
+typedef void (*json_span_fn)(void *ud, size_t off, size_t len);
+const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t *err_off,
+                                  json_span_fn span, void *ud);
+
 #endif

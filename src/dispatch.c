@@ -285,7 +285,9 @@ int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch
   r->ud = ud;
   r->aeg_ref = LUA_NOREF;
   inflight += (long)r->batch.n;
-  if (r->batch.n && (m->subscription_name || m->event_type)) make_aeg(r);
+  if (r->batch.n && (m->subscription_name || m->event_type || m->metadata_version ||
+                     m->data_version || m->output_event_id || m->delivery_count >= 0))
+    make_aeg(r);
   advance(r);
   return 0;
 }

@@ -1,7 +1,9 @@
 /* eventgrid: validation and decoding of delivery bodies. A strict check of the
- * raw text (NUL, UTF-8, numbers, depth), a scan for element spans, one cJSON parse, then
- * per-event field checks. The first problem found is reported with the event's index. */
+ * raw text (NUL, UTF-8, numbers, depth) that also finds each element's span, one
+ * cJSON parse, then per-event field checks. The first problem found is reported
+ * with the event's index. */
 #include "eventgrid.h"
+#include "arena.h"
 #include "bind_crypto.h"
 #include "bind_json.h"
 
@@ -33,55 +35,25 @@ static int is_ws(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/* When the top level is an array, finds the span of each element. Strings are
- * skipped with their escapes; the bytes are not otherwise checked here (the text
- * check and cJSON do that), so spans are only trusted after a clean parse. */
-static int scan(const char *s, size_t n, span **spans, size_t *nspans, decode_error *e) {
-  size_t cap = 0, count = 0, start = 0;
-  int depth = 0, in_elem = 0, root_array = 0;
-  span *v = NULL;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (c == '"') {
-      if (depth == 1 && root_array && !in_elem) in_elem = 1, start = i;
-      for (i++; i < n && s[i] != '"'; i++)
-        if (s[i] == '\\') i++;
-      continue;
+typedef struct spanvec {
+  span *v;
+  size_t n, cap;
+  int oom;
+} spanvec;
+
+static void add_span(void *ud, size_t off, size_t len) {
+  spanvec *sp = ud;
+  if (sp->n == sp->cap) {
+    size_t cap = sp->cap ? sp->cap * 2 : 16;
+    span *nv = realloc(sp->v, cap * sizeof *nv);
+    if (!nv) {
+      sp->oom = 1;
+      return;
     }
-    if (c == '[' || c == '{') {
-      if (depth == 0 && c == '[')
-        root_array = 1;
-      else if (depth == 1 && root_array && !in_elem)
-        in_elem = 1, start = i;
-      depth++;
-      continue;
-    }
-    if (c == ']' || c == '}' || c == ',') {
-      if (depth == 1 && root_array && in_elem && c != '}') {
-        size_t end = i;
-        while (end > start && is_ws(s[end - 1])) end--;
-        if (count == cap) {
-          cap = cap ? cap * 2 : 16;
-          span *nv = realloc(v, cap * sizeof *v);
-          if (!nv) {
-            free(v);
-            return fail(e, 500, -1, "out of memory");
-          }
-          v = nv;
-        }
-        v[count].off = start;
-        v[count].len = end - start;
-        count++;
-        in_elem = 0;
-      }
-      if (c != ',' && depth > 0) depth--;
-      continue;
-    }
-    if (depth == 1 && root_array && !in_elem && !is_ws(c)) in_elem = 1, start = i;
+    sp->v = nv;
+    sp->cap = cap;
   }
-  *spans = v;
-  *nspans = count;
-  return 0;
+  sp->v[sp->n++] = (span){off, len};
 }
 
 static const char *str_field(const cJSON *obj, const char *name) {
@@ -292,11 +264,39 @@ static int classify(batch_t *b, decode_error *e) {
   return 0;
 }
 
-/* Strict JSON text (NUL, UTF-8, numbers, depth, trailing data) parsed with cJSON. */
-static int parse_json(const char *text, size_t len, cJSON **out, decode_error *e) {
+/* cJSON allocates through global hooks; while a delivery is parsed they point at
+ * its arena (one parse at a time: the loop is single-threaded). */
+static arena_t *parse_arena;
+
+static void *arena_malloc(size_t n) {
+  return arena_alloc(parse_arena, n);
+}
+
+static void arena_nofree(void *p) {
+  (void)p;
+}
+
+static cJSON *parse_in(arena_t *a, const char *text, size_t len, const char **end) {
+  if (!a) return cJSON_ParseWithLengthOpts(text, len, end, 0);
+  cJSON_Hooks arena_hooks = {arena_malloc, arena_nofree};
+  parse_arena = a;
+  cJSON_InitHooks(&arena_hooks);
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, end, 0);
+  cJSON_InitHooks(NULL);
+  parse_arena = NULL;
+  return root;
+}
+
+/* Strict JSON text (NUL, UTF-8, numbers, depth, trailing data) parsed with cJSON,
+ * into arena a when given (the tree is then freed with the arena, never with
+ * cJSON_Delete). With sp, also the spans of a top-level array's elements. */
+static int parse_json(const char *text, size_t len, cJSON **out, arena_t *a, spanvec *sp,
+                      decode_error *e) {
   if (memchr(text, '\0', len)) return fail(e, 400, -1, "body contains a NUL byte");
   size_t off = 0;
-  const char *bad = json_text_check(text, len, EVENTGRID_MAX_DEPTH, &off);
+  const char *bad =
+      json_text_check_spans(text, len, EVENTGRID_MAX_DEPTH, &off, sp ? add_span : NULL, sp);
+  if (sp && sp->oom) return fail(e, 500, -1, "out of memory");
   if (bad) {
     if (strstr(bad, "UTF-8")) return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", off);
     if (strstr(bad, "nesting"))
@@ -304,7 +304,7 @@ static int parse_json(const char *text, size_t len, cJSON **out, decode_error *e
     return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", bad, off);
   }
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  cJSON *root = parse_in(a, text, len, &end);
   if (!root) {
     size_t at = end ? (size_t)(end - text) : 0;
     const char *ep = cJSON_GetErrorPtr();
@@ -313,7 +313,7 @@ static int parse_json(const char *text, size_t len, cJSON **out, decode_error *e
   }
   for (const char *p = end; p < text + len; p++)
     if (!is_ws(*p)) {
-      cJSON_Delete(root);
+      if (!a) cJSON_Delete(root);
       return fail(e, 400, -1, "trailing data after the JSON value at byte %zu",
                   (size_t)(p - text));
     }
@@ -385,7 +385,7 @@ static int decode_binary(const delivery *d, batch_t *b, decode_error *e) {
   int json_data = d->len > 0 && eventgrid_is_json_type(d->content_type);
   if (json_data) {
     cJSON *data = NULL;
-    if (parse_json(d->body, d->len, &data, e)) {
+    if (parse_json(d->body, d->len, &data, NULL, NULL, e)) {
       cJSON_Delete(o);
       return -1;
     }
@@ -446,14 +446,17 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
 
   if (d->len == 0) return fail(e, 400, -1, "empty body: expected a JSON array of events");
   cJSON *root = NULL;
-  if (parse_json(d->body, d->len, &root, e)) return -1;
-
-  span *spans = NULL;
-  size_t nspans = 0;
-  if (scan(d->body, d->len, &spans, &nspans, e)) {
-    cJSON_Delete(root);
+  spanvec sp = {0};
+  arena_t *a = arena_new();
+  if (!a) return fail(e, 500, -1, "out of memory");
+  if (parse_json(d->body, d->len, &root, a, &sp, e)) {
+    free(sp.v);
+    arena_free(a);
     return -1;
   }
+  b->arena = a;
+  span *spans = sp.v;
+  size_t nspans = sp.n;
   b->root = root;
   int is_array = cJSON_IsArray(root);
   size_t n = is_array ? (size_t)cJSON_GetArraySize(root) : 1;
@@ -497,11 +500,11 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
       ev->raw = d->body + spans[i].off;
       ev->raw_len = spans[i].len;
     } else { /* the whole body, without surrounding white space */
-      size_t a = 0, z = d->len;
-      while (a < z && is_ws(d->body[a])) a++;
-      while (z > a && is_ws(d->body[z - 1])) z--;
-      ev->raw = d->body + a;
-      ev->raw_len = z - a;
+      size_t from = 0, to = d->len;
+      while (from < to && is_ws(d->body[from])) from++;
+      while (to > from && is_ws(d->body[to - 1])) to--;
+      ev->raw = d->body + from;
+      ev->raw_len = to - from;
     }
     int r = ce ? decode_cloudevent(o, ev, i, e) : decode_eventgrid_event(o, ev, i, e);
     if (r) {
@@ -525,7 +528,8 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
 }
 
 void batch_free(batch_t *b) {
-  cJSON_Delete(b->root);
+  if (b->arena) arena_free(b->arena);
+  else cJSON_Delete(b->root);
   free(b->events);
   memset(b, 0, sizeof *b);
 }

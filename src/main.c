@@ -1,6 +1,7 @@
 /* main: the luahook command: run, check, version (and the sub-command table). */
 #include "commands.h"
 #include "config.h"
+#include "arena.h"
 #include "bind_http.h"
 #include "bind_timer.h"
 #include "dispatch.h"
@@ -240,6 +241,7 @@ static int cmd_run(int argc, char **argv) {
   router_free(d.router);
   script_free(d.script);
   dispatch_shutdown();
+  arena_drain_pool();
   uv_loop_close(d.loop);
   config_free(&d.cfg);
   return 0;

@@ -203,7 +203,8 @@ static void on_head(request_t *req, void *ud) {
                     NULL);
       return;
     }
-    if (strcmp(m, "POST") == 0 &&
+    /* in CloudEvents binary mode any content type is the data's */
+    if (strcmp(m, "POST") == 0 && !request_header(req, "ce-specversion") &&
         !eventgrid_content_type_ok(request_header(req, "content-type"))) {
       respond_error(req, 415,
                     "unsupported content type: send application/json or "

@@ -35,6 +35,7 @@ struct script {
   gen_t *current;
   unsigned next_gen;
   task_t *running;
+  thread_pool pool;
 };
 
 static const char SCRIPT_KEY = 'S'; /* registry key: the script_t of this state */
@@ -164,6 +165,7 @@ script_t *script_new(uv_loop_t *loop, const script_opts *o) {
     return NULL;
   }
   lua_atpanic(s->L, l_panic);
+  lua_gc(s->L, LUA_GCGEN, 0, 0); /* most of what a request makes dies young */
   lua_pushcfunction(s->L, open_state);
   lua_pushlightuserdata(s->L, s);
   if (lua_pcall(s->L, 1, 0, 0) != LUA_OK) {
@@ -331,6 +333,10 @@ script_t *script_from(lua_State *L) {
 
 size_t script_memory(const script_t *s) {
   return s->used;
+}
+
+thread_pool *script_thread_pool(script_t *s) {
+  return &s->pool;
 }
 
 task_t *script_running(const script_t *s) {

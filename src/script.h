@@ -54,6 +54,14 @@ const script_opts *script_options(const script_t *s);
 script_t *script_from(lua_State *L);
 size_t script_memory(const script_t *s);
 
+/* Finished coroutines kept for reuse by task (registry references). */
+#define SCRIPT_THREAD_POOL 64
+typedef struct thread_pool {
+  int refs[SCRIPT_THREAD_POOL];
+  int n;
+} thread_pool;
+thread_pool *script_thread_pool(script_t *s);
+
 /* The task being resumed now (NULL between runs). Set by task. */
 task_t *script_running(const script_t *s);
 void script_set_running(script_t *s, task_t *t);

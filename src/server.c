@@ -657,6 +657,21 @@ static void process(conn *c) {
 
 /* ------------------------------------------------------------ accepting */
 
+/* At the connection limit, a connection that is waiting for a request gives
+ * its place to the new one: the oldest such goes (the list is newest first).
+ * Idle sockets then cannot lock out clients that have something to send. */
+static int evict_idle(server_t *s, conn *fresh) {
+  conn *victim = NULL;
+  for (conn *c = s->conns; c; c = c->next)
+    if (c != fresh && (c->phase == PH_NEW || c->phase == PH_IDLE) && !c->req.in_handler &&
+        c->writes == 0 && !c->close_after_write)
+      victim = c;
+  if (!victim) return 0;
+  log_write(LOG_DEBUG, "closing an idle connection for a new one", NULL, 0);
+  conn_close(victim);
+  return 1;
+}
+
 static void on_connection(uv_stream_t *ls, int status) {
   server_t *s = ls->data;
   if (status < 0) {
@@ -683,7 +698,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
   c->parser.data = c;
-  if (s->nconns > s->opts.max_connections) {
+  if (s->nconns > s->opts.max_connections && !evict_idle(s, c)) {
     log_write(LOG_WARN, "connection refused: too many connections", NULL, 0);
     send_error(c, 503, "too many connections");
     return;

@@ -58,14 +58,37 @@ task_t *task_new(script_t *s, uint64_t timeout_ms, task_done_fn done, void *ud) 
   t->done = done;
   t->ud = ud;
   t->timeout_ms = timeout_ms;
-  if (!lua_checkstack(L, 1)) {
-    free(t);
-    return NULL;
+  thread_pool *pool = script_thread_pool(s);
+  if (pool->n) { /* a finished coroutine, clean and ready */
+    t->ref = pool->refs[--pool->n];
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    t->co = lua_tothread(L, -1);
+    lua_pop(L, 1);
+  } else {
+    if (!lua_checkstack(L, 1)) {
+      free(t);
+      return NULL;
+    }
+    t->co = lua_newthread(L);
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  t->co = lua_newthread(L);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   *slot(t->co) = t;
   return t;
+}
+
+/* Gives the thread back to the pool when it can run again (it returned or raised
+ * an error: not when it was abandoned while suspended), else lets it go. */
+static void release_thread(task_t *t, int reusable) {
+  lua_State *L = script_lua(t->s);
+  thread_pool *pool = script_thread_pool(t->s);
+  if (reusable && pool->n < SCRIPT_THREAD_POOL &&
+      (lua_status(t->co) == LUA_OK || lua_resetthread(t->co) == LUA_OK)) {
+    lua_settop(t->co, 0);
+    lua_sethook(t->co, NULL, 0, 0);
+    pool->refs[pool->n++] = t->ref;
+    return;
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
 }
 
 static void close_timer(uv_handle_t *h) {
@@ -79,7 +102,7 @@ static void finish(task_t *t, task_status st, const char *err) {
   }
   *slot(t->co) = NULL;
   t->done(t, st, err, t->ud);
-  luaL_unref(script_lua(t->s), LUA_REGISTRYINDEX, t->ref);
+  release_thread(t, st != TASK_TIMEOUT);
   free(t->reason);
   free(t);
 }

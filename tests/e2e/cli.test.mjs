@@ -191,4 +191,18 @@ describe('cli', () => {
     assert.equal(r.code, 0, `exit ${JSON.stringify(r)}; stderr: ${d.stderr()}`);
     assert.doesNotMatch(d.stderr(), SANITIZER_RE);
   });
+
+  it('SIGTERM stops the daemon promptly even with a periodic timer or a far one-shot timer pending', async () => {
+    for (const body of ['timer.every(30, function() end)', 'timer.after(60000, function() end)']) {
+      const d = await startDaemon({ script: writeScript(`${body}\nfunction on_event(ev) end\n`) });
+      await new Promise((res) => setTimeout(res, 200));
+      d.proc.kill('SIGTERM');
+      const r = await Promise.race([d.exited, new Promise((res) => setTimeout(() => res(null), 3000))]);
+      if (!r) {
+        await d.stop(1000, { check: false });
+        assert.fail(`[${body}] still running 3 s after SIGTERM; stderr:\n${d.stderr()}`);
+      }
+      assert.equal(r.code, 0, `[${body}] exit ${JSON.stringify(r)}`);
+    }
+  });
 });

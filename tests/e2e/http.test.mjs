@@ -771,21 +771,52 @@ describe('http: --max-connections', () => {
   });
   after(async () => { await d?.stop(); });
 
-  it('a connection beyond the limit is not served; once others close, requests are served again', async () => {
+  it('never more than N connections: an extra one is refused (503/closed) or an idle one makes room', async () => {
     const held = [];
     try {
       for (let i = 0; i < 3; i++) held.push(await RawConn.open(d.port));
       await sleep(100);
       assert.ok(held.every((c) => !c.closed), 'connections within the limit stay open');
       const r = await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 }).catch((e) => e);
-      assert.ok(r instanceof Error || r.status === 503,
-        `4th connection must not be served (503 or refused/closed), got ${r.status ?? r.message}`);
+      await sleep(100);
+      const open = held.filter((c) => !c.closed).length;
+      if (!(r instanceof Error) && r.status === 200) {
+        assert.ok(open <= 2, `the 4th connection was served while all 3 idle ones stayed open (${open})`);
+      } else {
+        assert.ok(r instanceof Error || r.status === 503, `4th connection: ${r.status ?? r.message}`);
+      }
     } finally {
       for (const c of held) c.destroy();
     }
     await sleep(200);
-    const r2 = await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 });
-    assert.equal(r2.status, 200);
+    assert.equal((await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 })).status, 200);
+  });
+
+  it('with N connections busy (mid-request), an extra one is refused (503 or closed), none is dropped', async () => {
+    const busy = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await RawConn.open(d.port);
+        c.write(buildRequest({ headers: { ...NOTIFY, 'Content-Length': '600' } }));
+        c.write('[');
+        busy.push(c);
+      }
+      await sleep(150);
+      const r = await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 }).catch((e) => e);
+      assert.ok(r instanceof Error || r.status === 503, `extra connection must not be served, got ${r.status ?? r.message}`);
+      if (!(r instanceof Error)) assertFraming(assert, r);
+      assert.ok(busy.every((c) => !c.closed), 'busy connections are not dropped for a new one');
+      // the busy ones can still finish their requests
+      for (const c of busy) {
+        const e = JSON.stringify([egEvent()]);
+        c.write(e.slice(1) + ' '.repeat(600 - Buffer.byteLength(e))); // '[' was sent already
+      }
+      for (const c of busy) assert.equal((await c.finalResponse(3000)).status, 200);
+    } finally {
+      for (const c of busy) c.destroy();
+    }
+    await sleep(200);
+    assert.equal((await post(d.port, EVENTS, [egEvent()], NOTIFY, { timeoutMs: 3000 })).status, 200);
     await assertAlive(d);
   });
 });

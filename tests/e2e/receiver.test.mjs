@@ -373,9 +373,8 @@ end
 
 // DESIGN.md: "an event whose handler already succeeded is not run again while it is in a
 // bounded dedup window, so a batch redelivered after one failure re-runs only the failed
-// event." Not part of the core-receiver contract yet: marked todo (runs, reports, does
-// not fail the suite). Drop the todo once the dedup window exists.
-describe('receiver: dedup window (DESIGN, todo)', () => {
+// event."
+describe('receiver: dedup window (DESIGN)', () => {
   let d;
   let out;
   const DEDUP_SCRIPT = `
@@ -397,14 +396,14 @@ end
   after(async () => { await d?.stop(); });
   beforeEach(() => clearOut(out));
 
-  it('an event delivered twice runs once; both deliveries get 200', { todo: 'dedup window not implemented yet' }, async () => {
+  it('an event delivered twice runs once; both deliveries get 200', async () => {
     const e = egEvent();
     assert.equal((await post(d.port, EVENTS, [e], NOTIFY)).status, 200);
     assert.equal((await post(d.port, EVENTS, [e], { ...NOTIFY, 'aeg-delivery-count': '1' })).status, 200);
     assert.deepEqual(readOut(out), [e.id]);
   });
 
-  it('a batch redelivered after one failure re-runs only the failed event', { todo: 'dedup window not implemented yet' }, async () => {
+  it('a batch redelivered after one failure re-runs only the failed event', async () => {
     const a = egEvent();
     const b = egEvent({ data: { fail_once: true } });
     const c = egEvent();

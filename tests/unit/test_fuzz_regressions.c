@@ -1,0 +1,227 @@
+/* Regression tests for what the fuzz targets (tests/fuzz/) found. Each case feeds
+ * the minimal reproducer from tests/fuzz/findings/ to the code that failed.
+ *
+ * Cases for findings that are not fixed yet are compiled only with
+ *   -DLUAHOOK_KNOWN_CRASH  (the reproducer crashes the current code)
+ *   -DLUAHOOK_KNOWN_BUG    (it gives a wrong result, without crashing)
+ * so the suite stays green; remove the guard with the fix. */
+#include "check.h"
+#include "config.h"
+#include "eventgrid.h"
+#include "log.h"
+#include "router.h"
+#include "script.h"
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+static int decode(const char *body, size_t len, const char *ct, batch_t *b,
+                  decode_error *e) {
+  delivery d = {.body = body, .len = len, .content_type = ct};
+  return eventgrid_decode(&d, b, e);
+}
+
+/* ------------------------------------------------------------ eventgrid */
+
+/* Single-object raw span: white space around the object is not part of it (this
+ * holds today; the BOM case below is the finding). */
+static void test_single_object_raw_trimmed(void) {
+  static const char body[] =
+      " \n{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}\t ";
+  batch_t b;
+  decode_error e;
+  CHECK_INT(decode(body, sizeof body - 1, "application/cloudevents+json", &b, &e), 0);
+  CHECK_INT(b.n, 1);
+  CHECK(b.events[0].raw == body + 2);
+  CHECK_INT(b.events[0].raw_len, sizeof body - 1 - 4);
+  batch_free(&b);
+}
+
+#ifdef LUAHOOK_KNOWN_BUG
+/* Finding F2, tests/fuzz/findings/decode-bom-raw.bin: a UTF-8 BOM before a single
+ * CloudEvent (structured mode). cJSON skips the BOM, so the body is accepted, but
+ * eventgrid_decode trims only white space off the body for event_t.raw, so raw
+ * starts with EF BB BF instead of '{' (what the script sees as ev.raw). In an
+ * array the span is right (the BOM sits before '['). */
+static void test_bom_single_object_raw(void) {
+  static const char body[] =
+      "\xEF\xBB\xBF{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+  batch_t b;
+  decode_error e;
+  CHECK_INT(decode(body, sizeof body - 1, "application/cloudevents+json", &b, &e), 0);
+  CHECK_INT(b.n, 1);
+  CHECK(b.events[0].raw[0] == '{');
+  CHECK(b.events[0].raw == body + 3);
+  CHECK_INT(b.events[0].raw_len, sizeof body - 1 - 3);
+  batch_free(&b);
+}
+#endif
+
+/* The same BOM before an array: raw spans are the elements (passes today). */
+static void test_bom_array_raw(void) {
+  static const char body[] = "\xEF\xBB\xBF[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":"
+                             "\"2024-03-01T10:00:00Z\"}]";
+  batch_t b;
+  decode_error e;
+  CHECK_INT(decode(body, sizeof body - 1, "application/json", &b, &e), 0);
+  CHECK_INT(b.n, 1);
+  CHECK(b.events[0].raw == body + 4);
+  CHECK(b.events[0].raw[b.events[0].raw_len - 1] == '}');
+  batch_free(&b);
+}
+
+/* ------------------------------------------------------------ HTTP round trips */
+
+typedef struct rig {
+  uv_loop_t loop;
+  config cfg;
+  script_t *script;
+  router_t *router;
+  server_t *srv;
+  char path[64];
+} rig;
+
+static void rig_up(rig *g) {
+  memset(g, 0, sizeof *g);
+  CHECK_INT(uv_loop_init(&g->loop), 0);
+  snprintf(g->path, sizeof g->path, "/tmp/luahook-regr-XXXXXX.lua");
+  int fd = mkstemps(g->path, 4);
+  CHECK(fd >= 0);
+  static const char src[] = "function on_event(ev) end\n";
+  CHECK(write(fd, src, sizeof src - 1) == (ssize_t)(sizeof src - 1));
+  close(fd);
+  config_defaults(&g->cfg);
+  g->cfg.script = g->path;
+  script_opts so = {.path = g->path};
+  g->script = script_new(&g->loop, &so);
+  CHECK(g->script != NULL);
+  char *err = NULL;
+  CHECK_INT(script_load(g->script, &err), 0);
+  g->router = router_new(&g->cfg, g->script);
+  CHECK(g->router != NULL);
+  server_opts o = {.host = "127.0.0.1",
+                   .port = 0,
+                   .max_body = 64 * 1024,
+                   .max_header = 8192,
+                   .max_connections = 8,
+                   .header_timeout_ms = 2000,
+                   .body_timeout_ms = 2000,
+                   .idle_timeout_ms = 2000};
+  server_handler h = router_handler(g->router);
+  g->srv = server_new(&g->loop, &o, &h);
+  CHECK(g->srv != NULL);
+  router_set_server(g->router, g->srv);
+  char msg[256];
+  CHECK_INT(server_listen(g->srv, msg, sizeof msg), 0);
+}
+
+static void on_closed(void *arg) {
+  *(int *)arg = 1;
+}
+
+static void rig_down(rig *g) {
+  int closed = 0;
+  server_close(g->srv, on_closed, &closed);
+  while (!closed) uv_run(&g->loop, UV_RUN_ONCE);
+  router_free(g->router);
+  script_free(g->script);
+  uv_run(&g->loop, UV_RUN_NOWAIT);
+  CHECK_INT(uv_loop_close(&g->loop), 0);
+  unlink(g->path);
+}
+
+/* Sends req on a fresh connection, shuts down the write side and collects the
+ * response bytes until the server closes (the loop runs meanwhile). */
+static size_t exchange(rig *g, const char *req, size_t len, char *out, size_t cap) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  CHECK(fd >= 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)server_port(g->srv))};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EINPROGRESS);
+  size_t off = 0, got = 0;
+  int shut = 0;
+  uint64_t deadline = uv_hrtime() + 5000000000ull;
+  for (;;) {
+    if (!shut) {
+      ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+      if (n > 0) off += (size_t)n;
+      if (off == len) {
+        shutdown(fd, SHUT_WR);
+        shut = 1;
+      }
+    }
+    ssize_t n = recv(fd, out + got, cap - got - 1, 0);
+    if (n == 0) break;
+    if (n > 0) {
+      got += (size_t)n;
+      CHECK(got < cap - 1);
+      continue;
+    }
+    CHECK(errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOTCONN);
+    CHECK(uv_hrtime() < deadline);
+    struct pollfd p[2] = {{fd, (short)(POLLIN | (shut ? 0 : POLLOUT)), 0},
+                          {uv_backend_fd(&g->loop), POLLIN, 0}};
+    int t = uv_backend_timeout(&g->loop);
+    poll(p, 2, t < 0 || t > 10 ? 10 : t);
+    uv_run(&g->loop, UV_RUN_NOWAIT);
+  }
+  close(fd);
+  out[got] = '\0';
+  return got;
+}
+
+/* GET /healthz answers with a JSON body (passes today; the rig works). */
+static void test_healthz_get(void) {
+  rig g;
+  char out[8192];
+  rig_up(&g);
+  static const char req[] = "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  exchange(&g, req, sizeof req - 1, out, sizeof out);
+  CHECK(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  CHECK(strstr(out, "\r\n\r\n{") != NULL);
+  rig_down(&g);
+}
+
+#ifdef LUAHOOK_KNOWN_BUG
+/* Finding F1, tests/fuzz/findings/request-head-body.http: HEAD /healthz (and
+ * /metrics) is answered with the JSON body after the head. A response to HEAD
+ * must not have a body (RFC 9110 9.3.2); a keep-alive client reads the body bytes
+ * as the start of the next response, so a pipelined GET after the HEAD gets a
+ * garbled answer. */
+static void test_head_has_no_body(void) {
+  rig g;
+  char out[8192];
+  rig_up(&g);
+  static const char req[] = "HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+                            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  exchange(&g, req, sizeof req - 1, out, sizeof out);
+  CHECK(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  const char *end = strstr(out, "\r\n\r\n");
+  CHECK(end != NULL);
+  /* the second response follows the first head directly */
+  CHECK(strncmp(end + 4, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  rig_down(&g);
+}
+#endif
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  log_setup((log_level)(LOG_ERROR + 1), LOG_TEXT);
+  test_single_object_raw_trimmed();
+  test_bom_array_raw();
+  test_healthz_get();
+#ifdef LUAHOOK_KNOWN_BUG
+  test_bom_single_object_raw();
+  test_head_has_no_body();
+#endif
+  printf("test_fuzz_regressions: ok\n");
+  return 0;
+}
