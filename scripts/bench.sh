@@ -25,8 +25,9 @@
 #   WORKLOADS ("W1 W2 W3")   CONNS (50)   LAT_CONNS (10)
 #   TARGETS ("ceiling luahook")   BASE_PORT (18180): target i listens on BASE_PORT+i
 #   SERVER_CPU (0)  CLIENT_CPU (1)   SKIP_BUILD (0; 1 = skip setup.sh and build.sh)
-#   QUIET_MAX (15)  QUIET_WAIT (60): before each run, wait up to QUIET_WAIT s until
-#                  other processes use at most QUIET_MAX % of one core
+#   QUIET_MAX (15)  QUIET_WAIT (300): before each run, wait until other processes
+#                  use at most QUIET_MAX % of one core; all waits together last at
+#                  most QUIET_WAIT s (then it measures anyway: see the "other" column)
 #   OUT_DIR (bench-results/<timestamp>)
 #
 # Output: OUT_DIR/table.md (also printed), runs.tsv (one line per run),
@@ -59,7 +60,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 QUIET_MAX=${QUIET_MAX:-15}
-QUIET_WAIT=${QUIET_WAIT:-60}
+QUIET_WAIT=${QUIET_WAIT:-300}
 OUT_DIR=${OUT_DIR:-$ROOT/bench-results/$(date +%Y%m%d-%H%M%S)}
 URL_PATH=/api/events
 LUAHOOK=${BUILD_DIR:-$ROOT/build}/luahook
@@ -195,24 +196,23 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 # busy_ticks -> user+nice+system CPU time of the whole machine (all CPUs) from /proc/stat
 busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4; exit }' /proc/stat; }
 
-# wait_quiet: before a measured run, wait (at most QUIET_WAIT s) until other
-# processes use at most QUIET_MAX % of one core (over 1 s; our targets are idle
-# then). After one timeout it stops waiting: the machine is simply busy, and the
-# table's "other" CPU column says so.
-QUIET_GAVE_UP=0
+# wait_quiet: before a measured run, wait until other processes use at most
+# QUIET_MAX % of one core (over 1 s; our targets are idle then). The waits of a
+# session share a budget of QUIET_WAIT s; once it is spent, runs start at once
+# and the table's "other" CPU column shows what they shared the machine with.
+QUIET_LEFT=$QUIET_WAIT
 wait_quiet() {
   local waited=0 a b pct
   while :; do
     a=$(busy_ticks); sleep 1; b=$(busy_ticks)
     pct=$(( (b - a) * 100 / CLK_TCK ))
-    (( pct <= QUIET_MAX )) && return 0
-    if (( QUIET_GAVE_UP || waited >= QUIET_WAIT )); then
-      (( QUIET_GAVE_UP )) || log "machine still ${pct}% busy after ${waited}s: measuring anyway, results will be noisy"
-      QUIET_GAVE_UP=1
+    (( pct <= QUIET_MAX )) && { (( waited )) && log "quiet after ${waited}s"; return 0; }
+    if (( QUIET_LEFT <= 0 )); then
+      (( waited )) && log "QUIET_WAIT (${QUIET_WAIT}s) spent, other processes use ${pct}% CPU: measuring anyway"
       return 0
     fi
-    (( waited == 0 )) && log "other processes use ${pct}% CPU: waiting up to ${QUIET_WAIT}s for a quiet machine"
-    sleep 2; waited=$((waited + 3))
+    (( waited == 0 )) && log "other processes use ${pct}% CPU: waiting for a quiet machine (${QUIET_LEFT}s of QUIET_WAIT left)"
+    sleep 2; waited=$((waited + 3)); QUIET_LEFT=$((QUIET_LEFT - 3))
   done
 }
 

@@ -11,6 +11,7 @@
  */
 #include "bind_http.h"
 #include "log.h"
+#include "metrics.h"
 #include "script.h"
 #include "task.h"
 
@@ -100,8 +101,10 @@ static void req_free(req *r) {
 /* Takes the transfer out of the multi handle and our list. */
 static void detach(req *r) {
   curl_multi_remove_handle(H.multi, r->easy);
-  if (r->prev) r->prev->next = r->next;
-  else H.reqs = r->next;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    H.reqs = r->next;
   if (r->next) r->next->prev = r->prev;
   H.active--;
 }
@@ -109,6 +112,7 @@ static void detach(req *r) {
 /* The task was abandoned (handler timeout, shutdown). */
 static void cancel_req(void *op) {
   req *r = op;
+  metrics_outbound(H.shut ? MC_ERROR : MC_TIMEOUT);
   detach(r);
   req_free(r);
 }
@@ -142,16 +146,17 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   return len;
 }
 
-static const char *err_class(const req *r, CURLcode c) {
-  if (r->too_large || c == CURLE_FILESIZE_EXCEEDED) return "too large";
+/* The class of a failed transfer: the metric and the prefix of the message. */
+static metric_call err_class(const req *r, CURLcode c) {
+  if (r->too_large || c == CURLE_FILESIZE_EXCEEDED) return MC_TOO_LARGE;
   switch (c) {
   case CURLE_OPERATION_TIMEDOUT:
-    return "timeout";
+    return MC_TIMEOUT;
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_RESOLVE_PROXY:
-    return "dns";
+    return MC_DNS;
   case CURLE_COULDNT_CONNECT:
-    return "connect";
+    return MC_CONNECT;
   case CURLE_SSL_CONNECT_ERROR:
   case CURLE_PEER_FAILED_VERIFICATION:
   case CURLE_SSL_CERTPROBLEM:
@@ -167,11 +172,16 @@ static const char *err_class(const req *r, CURLcode c) {
   case CURLE_SSL_INVALIDCERTSTATUS:
   case CURLE_SSL_CLIENTCERT:
   case CURLE_USE_SSL_FAILED:
-    return "tls";
+    return MC_TLS;
   default:
-    return "error";
+    return MC_ERROR;
   }
 }
+
+static const char *const class_names[MC_COUNT] = {
+    [MC_OK] = "ok",           [MC_TIMEOUT] = "timeout", [MC_DNS] = "dns",
+    [MC_CONNECT] = "connect", [MC_TLS] = "tls",         [MC_TOO_LARGE] = "too large",
+    [MC_ERROR] = "error"};
 
 /* Sets field k of the table on top to the header value v, joining repeats. */
 static void add_header(lua_State *L, const char *k, size_t klen, const char *v,
@@ -207,7 +217,8 @@ static void push_headers(lua_State *L, const buf *b) {
       const char *colon = memchr(p, ':', (size_t)(eol - p));
       nlen = 0;
       if (colon && colon > p && (size_t)(colon - p) < sizeof name) {
-        for (const char *q = p; q < colon; q++) name[nlen++] = (char)tolower((unsigned char)*q);
+        for (const char *q = p; q < colon; q++)
+          name[nlen++] = (char)tolower((unsigned char)*q);
         while (nlen && (name[nlen - 1] == ' ' || name[nlen - 1] == '\t')) nlen--;
         const char *v = colon + 1, *ve = eol;
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
@@ -229,7 +240,7 @@ static int push_outcome(lua_State *L) {
   const outcome *o = lua_touserdata(L, 1);
   req *r = o->r;
   if (o->code != CURLE_OK) {
-    const char *cls = err_class(r, o->code);
+    const char *cls = class_names[err_class(r, o->code)];
     lua_pushnil(L);
     if (r->too_large || o->code == CURLE_FILESIZE_EXCEEDED)
       lua_pushfstring(L, "too large: the response body exceeds max_body (%I bytes)",
@@ -276,6 +287,7 @@ static int push_results(req *r, CURLcode code) {
 }
 
 static void complete(req *r, CURLcode code) {
+  metrics_outbound(code == CURLE_OK ? MC_OK : err_class(r, code));
   detach(r);
   task_t *t = r->task;
   int n = push_results(r, code);
@@ -291,7 +303,8 @@ static void check_done(void) {
     CURLcode code = m->data.result;
     char *priv = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-    if (priv) complete((req *)priv, code); /* may run Lua, which may start new transfers */
+    if (priv)
+      complete((req *)priv, code); /* may run Lua, which may start new transfers */
   }
 }
 
@@ -309,8 +322,10 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 }
 
 static void sock_close(sock *s) {
-  if (s->prev) s->prev->next = s->next;
-  else H.socks = s->next;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    H.socks = s->next;
   if (s->next) s->next->prev = s->prev;
   uv_poll_stop(&s->poll);
   uv_close((uv_handle_t *)&s->poll, free_closed);
@@ -358,13 +373,16 @@ static void on_timeout(uv_timer_t *t) {
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
   (void)multi;
   (void)userp;
-  if (timeout_ms < 0) uv_timer_stop(&H.timer);
-  else uv_timer_start(&H.timer, on_timeout, (uint64_t)timeout_ms, 0);
+  if (timeout_ms < 0)
+    uv_timer_stop(&H.timer);
+  else
+    uv_timer_start(&H.timer, on_timeout, (uint64_t)timeout_ms, 0);
   return 0;
 }
 
 static const char *multi_init(uv_loop_t *loop) {
-  if (H.multi) return H.loop == loop ? NULL : "error: http is bound to another event loop";
+  if (H.multi)
+    return H.loop == loop ? NULL : "error: http is bound to another event loop";
   if (!H.global_init) {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
       return "error: cannot initialise libcurl";
@@ -378,7 +396,8 @@ static const char *multi_init(uv_loop_t *loop) {
   curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
   curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                    H.max_host > 0 ? H.max_host : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
+                    H.max_host > 0 ? H.max_host
+                                   : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
   curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS,
                     H.max_total > 0 ? H.max_total : (long)HTTP_DEFAULT_MAX_CONNECTIONS);
   return NULL;
@@ -390,16 +409,19 @@ static task_t *require_task(lua_State *L, const char *what) {
   task_t *t = task_from(L);
   if (!t) {
     if (script_running(script_from(L)))
-      luaL_error(L, "%s can only be called from a handler or a timer callback, not "
-                    "inside a coroutine the script created",
+      luaL_error(L,
+                 "%s can only be called from a handler or a timer callback, not "
+                 "inside a coroutine the script created",
                  what);
-    luaL_error(L, "%s can only be called from a handler or a timer callback, not while "
-                  "the script loads",
+    luaL_error(L,
+               "%s can only be called from a handler or a timer callback, not while "
+               "the script loads",
                what);
   }
   if (!lua_isyieldable(L))
-    luaL_error(L, "%s cannot suspend here (inside a metamethod, an iterator or a C "
-                  "function such as table.sort or string.gsub)",
+    luaL_error(L,
+               "%s cannot suspend here (inside a metamethod, an iterator or a C "
+               "function such as table.sort or string.gsub)",
                what);
   return t;
 }
@@ -418,10 +440,9 @@ typedef struct spec {
   lua_Integer max_body;
 } spec;
 
-static const char *const known[] = {"method",     "url",        "headers",
-                                    "body",       "timeout_ms", "follow_redirects",
-                                    "tls_verify", "ca_file",    "max_body",
-                                    NULL};
+static const char *const known[] = {
+    "method",           "url",        "headers", "body",     "timeout_ms",
+    "follow_redirects", "tls_verify", "ca_file", "max_body", NULL};
 
 static int is_token(const char *s, size_t n) {
   if (n == 0) return 0;
@@ -456,8 +477,10 @@ static lua_Integer opt_int(lua_State *L, int t, const char *k, lua_Integer def,
 static int opt_bool(lua_State *L, int t, const char *k, int def, const char *what) {
   int ty = lua_getfield(L, t, k);
   int v = def;
-  if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-  else if (ty != LUA_TNIL) luaL_error(L, "%s: option '%s' must be a boolean", what, k);
+  if (ty == LUA_TBOOLEAN)
+    v = lua_toboolean(L, -1);
+  else if (ty != LUA_TNIL)
+    luaL_error(L, "%s: option '%s' must be a boolean", what, k);
   lua_pop(L, 1);
   return v;
 }
@@ -557,9 +580,12 @@ static void read_spec(lua_State *L, int t, spec *sp, const char *what) {
   sp->follow = opt_bool(L, t, "follow_redirects", 0, what);
   sp->verify = opt_bool(L, t, "tls_verify", 1, what);
   int ct = lua_getfield(L, t, "ca_file");
-  if (ct == LUA_TSTRING) sp->ca_file = lua_tostring(L, -1);
-  else if (ct != LUA_TNIL) luaL_error(L, "%s: ca_file must be a string", what);
-  else lua_pop(L, 1);
+  if (ct == LUA_TSTRING)
+    sp->ca_file = lua_tostring(L, -1);
+  else if (ct != LUA_TNIL)
+    luaL_error(L, "%s: ca_file must be a string", what);
+  else
+    lua_pop(L, 1);
 }
 
 /* Builds the curl header list. Returns -1 on allocation failure. */
@@ -580,8 +606,10 @@ static int build_headers(lua_State *L, const spec *sp, struct curl_slist **out) 
         goto fail;
       }
       /* "Name;" is curl's way of sending a header with an empty value */
-      if (vn == 0) snprintf(line, kn + 3, "%s;", k);
-      else snprintf(line, kn + vn + 3, "%s: %s", k, v);
+      if (vn == 0)
+        snprintf(line, kn + 3, "%s;", k);
+      else
+        snprintf(line, kn + vn + 3, "%s: %s", k, v);
       n = curl_slist_append(l, line);
       free(line);
       lua_pop(L, 1);
@@ -613,6 +641,7 @@ fail:
 }
 
 static int fail_now(lua_State *L, const char *msg) {
+  metrics_outbound(MC_ERROR);
   lua_pushnil(L);
   lua_pushstring(L, msg);
   return 2;
@@ -659,12 +688,14 @@ static int start(lua_State *L, int t, const char *what) {
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, sp.verify ? 1L : 0L);
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, sp.verify ? 2L : 0L);
   if (sp.ca_file) curl_easy_setopt(e, CURLOPT_CAINFO, sp.ca_file);
-  if (sp.max_body) curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp.max_body);
+  if (sp.max_body)
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)sp.max_body);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   if (sp.has_body) {
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sp.body_len);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-    if (strcmp(sp.method, "POST") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, sp.method);
+    if (strcmp(sp.method, "POST") != 0)
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, sp.method);
   } else if (strcmp(sp.method, "GET") == 0) {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   } else if (strcmp(sp.method, "HEAD") == 0) {
@@ -679,6 +710,7 @@ static int start(lua_State *L, int t, const char *what) {
   CURLMcode mc = curl_multi_add_handle(H.multi, e);
   if (mc != CURLM_OK) {
     req_free(r);
+    metrics_outbound(MC_ERROR);
     lua_pushnil(L);
     lua_pushfstring(L, "error: %s", curl_multi_strerror(mc));
     return 2;
@@ -750,7 +782,8 @@ void bind_http_set_limits(long max_host_connections, long max_connections) {
   H.max_total = max_connections;
   if (H.multi) {
     curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      H.max_host > 0 ? H.max_host : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
+                      H.max_host > 0 ? H.max_host
+                                     : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
     curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS,
                       H.max_total > 0 ? H.max_total : (long)HTTP_DEFAULT_MAX_CONNECTIONS);
   }

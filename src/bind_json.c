@@ -29,7 +29,7 @@ static const char NULL_KEY = 'n';
 
 /* Length (2..4) of the well-formed multi-byte sequence at p (p[0] >= 0x80), or 0.
  * Ranges from the Unicode standard, table 3-7. */
-static size_t utf8_seq(const unsigned char *p, size_t avail) {
+size_t json_utf8_seq(const unsigned char *p, size_t avail) {
   unsigned c = p[0];
   unsigned lo = 0x80, hi = 0xBF;
   if (c < 0xC2) return 0; /* stray continuation byte or overlong lead */
@@ -69,7 +69,7 @@ int json_utf8_valid(const char *s, size_t n) {
       p++;
       continue;
     }
-    size_t l = utf8_seq(p, (size_t)(end - p));
+    size_t l = json_utf8_seq(p, (size_t)(end - p));
     if (!l) return 0;
     p += l;
   }
@@ -121,28 +121,14 @@ static const unsigned char str_plain[256] = {
 #undef R16
 };
 
-static int is_ws(unsigned c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off) {
-  return json_text_check_spans(s, n, max_depth, err_off, NULL, NULL);
-}
-
-const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t *err_off,
-                                  json_span_fn span, void *ud) {
   const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0, l, start = 0;
-  int depth = 0, root_array = 0, in_elem = 0;
+  size_t i = 0, l;
+  int depth = 0;
   const char *msg;
 
   while (i < n) {
     unsigned c = p[i];
-    /* elements of a top-level array: a value starts at depth 1, ends at ',' or ']' */
-    if (span && depth == 1 && root_array && !in_elem && !is_ws(c) && c != ',' && c != ']') {
-      in_elem = 1;
-      start = i;
-    }
     if (c == '"') {
       for (i++;;) {
         while (i < n && str_plain[p[i]]) i++;
@@ -164,24 +150,19 @@ const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t
           msg = "control character in a string";
           goto fail;
         } else {
-          if (!(l = utf8_seq(p + i, n - i))) goto bad_utf8;
+          if (!(l = json_utf8_seq(p + i, n - i))) goto bad_utf8;
           i += l;
         }
       }
       i++; /* the closing quote */
     } else if (c == '[' || c == '{') {
-      if (depth == 0 && c == '[') root_array = 1;
       if (++depth > max_depth) {
         msg = "nesting too deep";
         goto fail;
       }
       i++;
     } else if (c == ']' || c == '}') {
-      if (span && depth == 1 && in_elem) goto element_end;
       depth--; /* may go negative on malformed text, which cJSON rejects */
-      i++;
-    } else if (c == ',') {
-      if (span && depth == 1 && in_elem) goto element_end;
       i++;
     } else if (c == '-' || is_digit(c)) {
       if (!(l = number_len(p + i, n - i))) {
@@ -196,20 +177,11 @@ const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t
       }
       i++;
     } else if (c >= 0x80) {
-      if (!(l = utf8_seq(p + i, n - i))) goto bad_utf8;
+      if (!(l = json_utf8_seq(p + i, n - i))) goto bad_utf8;
       i += l;
     } else {
       i++;
     }
-    continue;
-  element_end: {
-    size_t end = i;
-    while (end > start && is_ws(p[end - 1])) end--;
-    span(ud, start, end - start);
-    in_elem = 0;
-    if (c != ',') depth--;
-    i++;
-  }
   }
   return NULL;
 
@@ -540,7 +512,7 @@ static int enc_string(enc_t *e, const char *str, size_t n) {
     while (p < end) {
       unsigned c = *p;
       if (c >= 0x80) {
-        size_t l = utf8_seq(p, (size_t)(end - p));
+        size_t l = json_utf8_seq(p, (size_t)(end - p));
         if (!l) return enc_error(e, "json: %s", "invalid UTF-8 in string");
         p += l;
       } else if (c >= 0x20 && c != '"' && c != '\\') {

@@ -28,18 +28,14 @@ int bind_json_open(lua_State *L);
  * U+10FFFF), else 0. NUL bytes are valid UTF-8. */
 int json_utf8_valid(const char *s, size_t n);
 
+/* Length of the well-formed UTF-8 sequence at p (a lead byte >= 0x80), or 0. */
+size_t json_utf8_seq(const unsigned char *p, size_t avail);
+
 /* Strict RFC 8259 checks that cJSON does not make, on JSON text s[0..n): valid UTF-8,
  * no raw control characters, well-formed number tokens, no "\u0000" escape (cJSON
  * would silently cut the string there) and nesting at most max_depth. Returns NULL if
  * the text passes (it may still be malformed JSON otherwise: cJSON decides that), or a
  * static message and the byte offset of the problem in *err_off. */
 const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off);
-
-/* The same check, which also reports the byte span of each element of a top-level
- * array (trimmed of white space) as it passes them: spans are only meaningful when
- * the text turns out to be valid JSON. */
-typedef void (*json_span_fn)(void *ud, size_t off, size_t len);
-const char *json_text_check_spans(const char *s, size_t n, int max_depth, size_t *err_off,
-                                  json_span_fn span, void *ud);
 
 #endif

@@ -16,6 +16,7 @@
  */
 #include "bind_timer.h"
 #include "log.h"
+#include "metrics.h"
 #include "script.h"
 #include "task.h"
 
@@ -211,6 +212,7 @@ static void on_run_done(task_t *task, task_status st, const char *err, void *ud)
   trun *r = ud;
   char gen[16];
   snprintf(gen, sizeof gen, "%u", r->gen);
+  if (st == TASK_ERROR || st == TASK_TIMEOUT) metrics_timer_error();
   if (st == TASK_ERROR || st == TASK_TIMEOUT)
     log_write(LOG_ERROR, "timer callback failed",
               (log_kv[]){{"generation", gen}, {"error", err}}, 2);

@@ -6,6 +6,7 @@
 #include "arena.h"
 #include "bind_crypto.h"
 #include "bind_json.h"
+#include "json_parse.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -264,59 +265,24 @@ static int classify(batch_t *b, decode_error *e) {
   return 0;
 }
 
-/* cJSON allocates through global hooks; while a delivery is parsed they point at
- * its arena (one parse at a time: the loop is single-threaded). */
-static arena_t *parse_arena;
-
-static void *arena_malloc(size_t n) {
-  return arena_alloc(parse_arena, n);
-}
-
-static void arena_nofree(void *p) {
-  (void)p;
-}
-
-static cJSON *parse_in(arena_t *a, const char *text, size_t len, const char **end) {
-  if (!a) return cJSON_ParseWithLengthOpts(text, len, end, 0);
-  cJSON_Hooks arena_hooks = {arena_malloc, arena_nofree};
-  parse_arena = a;
-  cJSON_InitHooks(&arena_hooks);
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, end, 0);
-  cJSON_InitHooks(NULL);
-  parse_arena = NULL;
-  return root;
-}
-
-/* Strict JSON text (NUL, UTF-8, numbers, depth, trailing data) parsed with cJSON,
- * into arena a when given (the tree is then freed with the arena, never with
- * cJSON_Delete). With sp, also the spans of a top-level array's elements. */
+/* Strict JSON text parsed into arena a (see json_parse.h). With sp, also the
+ * spans of a top-level array's elements. */
 static int parse_json(const char *text, size_t len, cJSON **out, arena_t *a, spanvec *sp,
                       decode_error *e) {
   if (memchr(text, '\0', len)) return fail(e, 400, -1, "body contains a NUL byte");
-  size_t off = 0;
-  const char *bad =
-      json_text_check_spans(text, len, EVENTGRID_MAX_DEPTH, &off, sp ? add_span : NULL, sp);
+  json_error je;
+  cJSON *root = json_parse(text, len, a, EVENTGRID_MAX_DEPTH, sp ? add_span : NULL, sp, &je);
   if (sp && sp->oom) return fail(e, 500, -1, "out of memory");
-  if (bad) {
-    if (strstr(bad, "UTF-8")) return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", off);
-    if (strstr(bad, "nesting"))
-      return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
-    return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", bad, off);
-  }
-  const char *end = NULL;
-  cJSON *root = parse_in(a, text, len, &end);
   if (!root) {
-    size_t at = end ? (size_t)(end - text) : 0;
-    const char *ep = cJSON_GetErrorPtr();
-    if (ep && ep >= text && ep <= text + len) at = (size_t)(ep - text);
-    return fail(e, 400, -1, "body is not valid JSON (at byte %zu)", at);
+    if (strcmp(je.msg, "out of memory") == 0) return fail(e, 500, -1, "out of memory");
+    if (strstr(je.msg, "UTF-8"))
+      return fail(e, 400, -1, "body is not valid UTF-8 (at byte %zu)", je.off);
+    if (strstr(je.msg, "nesting"))
+      return fail(e, 400, -1, "JSON nesting deeper than %d levels", EVENTGRID_MAX_DEPTH);
+    if (strstr(je.msg, "trailing"))
+      return fail(e, 400, -1, "trailing data after the JSON value at byte %zu", je.off);
+    return fail(e, 400, -1, "body is not valid JSON: %s (at byte %zu)", je.msg, je.off);
   }
-  for (const char *p = end; p < text + len; p++)
-    if (!is_ws(*p)) {
-      if (!a) cJSON_Delete(root);
-      return fail(e, 400, -1, "trailing data after the JSON value at byte %zu",
-                  (size_t)(p - text));
-    }
   *out = root;
   return 0;
 }
@@ -331,10 +297,43 @@ static int hexval(char c) {
 /* CloudEvents binary mode: the attributes come from ce-* headers (percent-encoded),
  * datacontenttype from Content-Type, the data from the body. The event is built as
  * the object structured mode would have carried, then checked the same way. */
+/* Adds name = the percent-decoded value (which must be UTF-8 without NUL). */
+static int add_attribute(arena_t *a, cJSON *o, const char *name, const char *hv) {
+  size_t vl = strlen(hv), k = 0;
+  char *v = arena_alloc(a, vl + 1);
+  cJSON *s = json_new(a, cJSON_String);
+  char *key = json_strndup(a, name, strlen(name));
+  if (!v || !s || !key) return -1;
+  for (size_t i = 0; i < vl; i++) {
+    int h1, h2;
+    if (hv[i] == '%' && i + 2 < vl && (h1 = hexval(hv[i + 1])) >= 0 &&
+        (h2 = hexval(hv[i + 2])) >= 0) {
+      v[k++] = (char)(h1 * 16 + h2);
+      i += 2;
+    } else {
+      v[k++] = hv[i];
+    }
+  }
+  v[k] = '\0';
+  if (strlen(v) != k || !json_utf8_valid(v, k)) return 1;
+  s->valuestring = v;
+  json_append(o, s, key);
+  return 0;
+}
+
+/* CloudEvents binary mode: the attributes come from ce-* headers (percent-encoded),
+ * datacontenttype from Content-Type, the data from the body. The event is built as
+ * the object structured mode would have carried, then checked the same way. */
 static int decode_binary(const delivery *d, batch_t *b, decode_error *e) {
-  cJSON *o = cJSON_CreateObject();
+  arena_t *a = arena_new();
+  cJSON *o = a ? json_new(a, cJSON_Object) : NULL;
   char name[64];
-  if (!o) return fail(e, 500, -1, "out of memory");
+  b->arena = a;
+  if (!o) {
+    batch_free(b);
+    return fail(e, 500, -1, "out of memory");
+  }
+  b->root = o;
   for (size_t h = 0; h < d->nheaders; h++) {
     const char *hn = d->hnames[h], *hv = d->hvalues[h];
     if (strncasecmp(hn, "ce-", 3) != 0) continue;
@@ -346,52 +345,47 @@ static int decode_binary(const delivery *d, batch_t *b, decode_error *e) {
       name[k] = c;
     }
     if (!good) {
-      cJSON_Delete(o);
+      batch_free(b);
       return fail(e, 400, 0, "invalid CloudEvents header name '%.64s'", hn);
     }
     name[n] = '\0';
     if (strcmp(name, "datacontenttype") == 0 || strcmp(name, "data") == 0 ||
         strcmp(name, "data_base64") == 0) {
-      cJSON_Delete(o);
+      batch_free(b);
       return fail(e, 400, 0, "header '%s' must not be sent in binary mode", hn);
     }
     if (cJSON_GetObjectItemCaseSensitive(o, name)) continue; /* the first one wins */
-    size_t vl = strlen(hv), k = 0;
-    char *v = malloc(vl + 1);
-    if (!v) {
-      cJSON_Delete(o);
-      return fail(e, 500, -1, "out of memory");
-    }
-    for (size_t i = 0; i < vl; i++) {
-      int h1, h2;
-      if (hv[i] == '%' && i + 2 < vl && (h1 = hexval(hv[i + 1])) >= 0 &&
-          (h2 = hexval(hv[i + 2])) >= 0) {
-        v[k++] = (char)(h1 * 16 + h2);
-        i += 2;
-      } else {
-        v[k++] = hv[i];
-      }
-    }
-    v[k] = '\0';
-    int ok = strlen(v) == k && json_utf8_valid(v, k);
-    if (ok) cJSON_AddStringToObject(o, name, v);
-    free(v);
-    if (!ok) {
-      cJSON_Delete(o);
-      return fail(e, 400, 0, "header '%s' is not valid percent-encoded UTF-8", hn);
+    int r = add_attribute(a, o, name, hv);
+    if (r) {
+      batch_free(b);
+      return r < 0 ? fail(e, 500, -1, "out of memory")
+                   : fail(e, 400, 0, "header '%s' is not valid percent-encoded UTF-8", hn);
     }
   }
-  if (d->content_type) cJSON_AddStringToObject(o, "datacontenttype", d->content_type);
+  if (d->content_type) {
+    cJSON *ct = json_new(a, cJSON_String);
+    char *key = json_strndup(a, "datacontenttype", 15);
+    if (!ct || !key ||
+        !(ct->valuestring = json_strndup(a, d->content_type, strlen(d->content_type)))) {
+      batch_free(b);
+      return fail(e, 500, -1, "out of memory");
+    }
+    json_append(o, ct, key);
+  }
   int json_data = d->len > 0 && eventgrid_is_json_type(d->content_type);
   if (json_data) {
     cJSON *data = NULL;
-    if (parse_json(d->body, d->len, &data, NULL, NULL, e)) {
-      cJSON_Delete(o);
+    char *key = json_strndup(a, "data", 4);
+    if (!key) {
+      batch_free(b);
+      return fail(e, 500, -1, "out of memory");
+    }
+    if (parse_json(d->body, d->len, &data, a, NULL, e)) {
+      batch_free(b);
       return -1;
     }
-    cJSON_AddItemToObject(o, "data", data);
+    json_append(o, data, key);
   }
-  b->root = o;
   b->schema = SCHEMA_CLOUDEVENTS;
   b->events = calloc(1, sizeof *b->events);
   if (!b->events) {
@@ -528,8 +522,7 @@ int eventgrid_decode(const delivery *d, batch_t *b, decode_error *e) {
 }
 
 void batch_free(batch_t *b) {
-  if (b->arena) arena_free(b->arena);
-  else cJSON_Delete(b->root);
+  arena_free(b->arena); /* the tree lives in it */
   free(b->events);
   memset(b, 0, sizeof *b);
 }

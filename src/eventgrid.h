@@ -41,8 +41,8 @@ typedef struct event {
 } event_t;
 
 typedef struct batch {
-  cJSON *root;     /* owns every string the events point to */
-  void *arena;     /* where root was parsed, if it was (then it is freed with it) */
+  cJSON *root;  /* every string the events point to is in this tree */
+  void *arena;  /* which lives in this arena (arena_t) */
   event_t *events;
   size_t n;
   ev_schema schema;

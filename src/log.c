@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -34,14 +35,40 @@ const char *log_level_name(log_level lv) {
   return names[lv];
 }
 
+/* A record is built on the stack and moves to the heap when it outgrows it; a
+ * record past MAX_RECORD is cut (inside a value, keeping the line valid). */
+#define MAX_RECORD (1024 * 1024)
+
 typedef struct buf {
-  char data[8192];
-  size_t len;
+  char *data;
+  size_t len, cap;
+  int cut;
+  char stack[8192];
 } buf;
 
+static int grow(buf *b, size_t need) {
+  if (b->len + need + 1 <= b->cap) return 1; /* one byte kept for the newline */
+  if (b->cut) return 0;
+  size_t cap = b->cap * 2;
+  while (cap < b->len + need + 1) cap *= 2;
+  if (cap > MAX_RECORD) cap = MAX_RECORD;
+  if (cap <= b->cap) {
+    b->cut = 1;
+    return 0;
+  }
+  char *p = b->data == b->stack ? malloc(cap) : realloc(b->data, cap);
+  if (!p) {
+    b->cut = 1;
+    return 0;
+  }
+  if (b->data == b->stack) memcpy(p, b->stack, b->len);
+  b->data = p;
+  b->cap = cap;
+  return b->len + need + 1 <= b->cap;
+}
+
 static void put(buf *b, const char *s, size_t n) {
-  size_t room = sizeof(b->data) - 1 - b->len; /* keep one byte for '\n' */
-  if (n > room) n = room;
+  if (!grow(b, n)) return;
   memcpy(b->data + b->len, s, n);
   b->len += n;
 }
@@ -105,10 +132,18 @@ static void put_time(buf *b) {
   puts_(b, ts);
 }
 
+/* Keys of the record itself: a field of the same name is written as "_<key>". */
+static int reserved(const char *k) {
+  return strcmp(k, "time") == 0 || strcmp(k, "level") == 0 || strcmp(k, "msg") == 0;
+}
+
 void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
   if (lv < min_level) return;
   buf b;
+  b.data = b.stack;
   b.len = 0;
+  b.cap = sizeof b.stack - 64; /* room kept for closing a cut record */
+  b.cut = 0;
   if (format == LOG_JSON) {
     puts_(&b, "{\"time\":\"");
     put_time(&b);
@@ -119,11 +154,22 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
     for (size_t i = 0; i < nkv; i++) {
       if (!kv[i].value) continue;
       put(&b, ",", 1);
-      put_json_str(&b, kv[i].key);
+      if (reserved(kv[i].key)) {
+        char k[80];
+        snprintf(k, sizeof k, "_%s", kv[i].key);
+        put_json_str(&b, k);
+      } else {
+        put_json_str(&b, kv[i].key);
+      }
       put(&b, ":", 1);
       put_json_str(&b, kv[i].value);
     }
-    put(&b, "}", 1);
+    if (b.cut) { /* close the value that was cut, then the object */
+      b.cap += 64;
+      put(&b, "\"}", 2);
+    } else {
+      put(&b, "}", 1);
+    }
   } else {
     put_time(&b);
     put(&b, " ", 1);
@@ -138,9 +184,14 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
       put_text_value(&b, kv[i].value);
     }
   }
+  if (b.cut && format == LOG_TEXT) {
+    b.cap += 64;
+    put(&b, " (cut)", 6);
+  }
   b.data[b.len++] = '\n';
   ssize_t r = write(STDERR_FILENO, b.data, b.len);
   (void)r;
+  if (b.data != b.stack) free(b.data);
 }
 
 void log_msgf(log_level lv, const char *fmt, ...) {

@@ -286,8 +286,13 @@ static void send_response(conn *c, int status, const char *ctype, const char *bo
   }
 }
 
+static void access_log(const request_t *r, int status);
+
+/* An answer from the HTTP layer itself (timeouts, limits, malformed requests):
+ * it closes the connection. */
 static void send_error(conn *c, int status, const char *msg) {
   metrics_request(status);
+  if (log_enabled(LOG_INFO)) access_log(&c->req, status);
   char body[256];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
   send_response(c, status, "application/json", body, (size_t)n, NULL, 1);
@@ -295,12 +300,13 @@ static void send_error(conn *c, int status, const char *msg) {
 
 static void access_log(const request_t *r, int status) {
   char st[8], ms[32], ev[24];
+  const char *path = r->url_end ? request_path(r) : NULL; /* NULL: not parsed yet */
   snprintf(st, sizeof st, "%d", status);
   snprintf(ms, sizeof ms, "%.2f", (double)(uv_hrtime() - r->t0) / 1e6);
   snprintf(ev, sizeof ev, "%ld", r->events);
   log_write(LOG_INFO, "request",
-            (log_kv[]){{"method", r->method},
-                       {"path", request_path(r)},
+            (log_kv[]){{"method", r->method[0] ? r->method : NULL},
+                       {"path", path},
                        {"status", st},
                        {"events", r->events >= 0 ? ev : NULL},
                        {"ms", ms}},
@@ -410,7 +416,7 @@ static int head_append(conn *c, const char *at, size_t len) {
 static int on_message_begin(llhttp_t *p) {
   conn *c = p->data;
   request_t *r = &c->req;
-  r->head_len = r->body_len = r->nhdrs = 0;
+  r->head_len = r->body_len = r->nhdrs = r->url_end = 0;
   r->in_field = r->in_handler = r->responded = r->discard = r->body_done = 0;
   r->expect_continue = 0;
   r->events = -1;
@@ -686,6 +692,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   c->tcp.data = c->timer.data = c;
   c->refs = 2;
   c->req.c = c;
+  c->req.t0 = uv_hrtime();
   c->next = s->conns;
   if (s->conns) s->conns->prev = c;
   s->conns = c;

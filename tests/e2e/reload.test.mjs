@@ -99,6 +99,8 @@ function versionScript(v, pad = '') {
 local OUT = assert(os.getenv("OUT"))
 VERSION = ${v}
 function on_event(ev)
+  -- suspend, so that requests are in flight (between events of a batch) when a reload lands
+  timer.sleep(2)
   local f = assert(io.open(OUT, "a"))
   f:write(VERSION, ",", ev.id, "\\n")
   f:close()
@@ -154,7 +156,7 @@ describe('reload under load', () => {
   let d;
   after(async () => { await d?.stop(); });
 
-  it('20 saves in every style, some broken: no request fails, each event runs once, in one version', { timeout: 60000 }, async () => {
+  it('20 saves in every style, some broken: no request fails, each event runs once, in one version', { timeout: 60000 }, async (t) => {
     const dir = tmpDir();
     const out = outPath(dir);
     const script = writeScript(versionScript(1), { dir });
@@ -298,6 +300,7 @@ describe('reload under load', () => {
         }
       }
       assert.ok(total > 100, `only ${total} events were sent`);
+      t.diagnostic(`${clients.map((c) => `${c.name}: ${c.sent.length} requests`).join(', ')}; ${total} events; ${valid} valid and ${broken.size} broken saves`);
       const allSeen = new Set([...byId.values()].flat());
       for (const b of broken) assert.ok(!allSeen.has(b), `broken version ${b} handled events`);
 
@@ -359,7 +362,7 @@ end
 
       // a broken module: the reload fails with helper.lua:line, helper-3 keeps serving
       fs.writeFileSync(path.join(dir, 'helper.lua'), 'local x = \nreturn { v = "helper-4" }\n+\n');
-      await d.waitStderr(/reload failed, previous code keeps serving[^\n]*helper\.lua:\d+:/, 2000);
+      await d.waitStderr(/reload failed, previous code keeps serving[^\n]*helper\.lua:2:/, 2000);
       await send();
       assert.match(lastRaw(), /^helper-3,/);
       assert.equal(countReloaded(d.stderr()).length, 2, d.stderr());
@@ -434,6 +437,44 @@ error("refusing to load") -- @@ERR
       const h = await health(d.port);
       assert.equal(h.generation, 1, JSON.stringify(h));
       assert.match(String(h.last_reload_error), /refusing to load/);
+    } finally {
+      await d.stop();
+    }
+  });
+
+  it('a new version that loops forever or exhausts memory at load fails under the budgets; the old one serves on', { timeout: 20000 }, async () => {
+    const dir = tmpDir();
+    const out = outPath(dir);
+    const script = writeScript(versionScript(1), { dir });
+    const d = await startDaemon({ script, env: { OUT: out }, args: ['--cpu-budget', '1000000', '--lua-memory', '32m'] });
+    try {
+      const send = async () => {
+        const e = egEvent();
+        const { ms, value: r } = await (async () => {
+          const t0 = Date.now();
+          const v = await post(d.port, EVENTS, [e], NOTIFY, { timeoutMs: 3000 });
+          return { ms: Date.now() - t0, value: v };
+        })();
+        assert.equal(r.status, 200, r.text);
+        return { v: handledBy(out).get(e.id)[0], ms };
+      };
+      const loop = 'state.n = 1\nwhile true do end -- @@LOOP\nfunction on_event(ev) end\n';
+      await saveRename(script, loop);
+      await d.waitStderr(/reload failed[^\n]*cpu budget exceeded/, 3000);
+      assert.match(failedLines(d.stderr()).at(-1), new RegExp(`hook\\.lua:${lineOf(loop, '@@LOOP')}`));
+      assert.equal((await send()).v, 1);
+
+      const bomb = 'local t = {}\nfor i = 1, math.huge do t[i] = string.rep("x", 1000) .. i end\nfunction on_event(ev) end\n';
+      await saveRename(script, bomb);
+      await waitFor(() => failedLines(d.stderr()).length === 2, 3000, `the memory bomb's reload failing\n${reloadLog(d.stderr())}`);
+      assert.match(failedLines(d.stderr()).at(-1), /memory/i);
+      assert.equal((await send()).v, 1);
+      assert.equal(countReloaded(d.stderr()).length, 0, reloadLog(d.stderr()));
+
+      // and a good version still comes in afterwards
+      await saveRename(script, versionScript(2));
+      await d.waitStderr(/script reloaded[^\n]*generation=2/, 2000);
+      assert.equal((await send()).v, 2);
     } finally {
       await d.stop();
     }

