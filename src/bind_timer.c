@@ -154,6 +154,24 @@ static int env_is_current(lua_State *L, script_t *s) {
   return ok;
 }
 
+/* Like env_is_current, but leaves the environment on the stack. */
+static int env_is_current_keep(lua_State *L, script_t *s) {
+  lua_pushvalue(L, -1);
+  return env_is_current(L, s);
+}
+
+/* Does the table on top look like a generation's environment (script_load makes
+ * them with a metatable whose __index is the shared globals)? */
+static int is_gen_env(lua_State *L) {
+  if (!lua_getmetatable(L, -1)) return 0;
+  lua_pushliteral(L, "__index");
+  lua_rawget(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  int yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 3);
+  return yes;
+}
+
 static trun *run_of(task_t *t) {
   for (trun *r = runs; r; r = r->next)
     if (r->task == t) return r;
@@ -175,8 +193,13 @@ static void assign_gen(lua_State *L, script_t *s, tmr *t) {
     t->resolved = 1;
     return;
   }
-  if (running) { /* a handler: its code is current or it is not */
-    t->gen = env_is_current(L, s) && cur ? gen_id(cur) : 0;
+  if (running) {
+    /* A handler: its code belongs to the current generation or to an older one.
+     * Functions from modules (_ENV = the shared globals) or with an environment of
+     * their own cannot tell: they count as current. */
+    int old = !env_is_current_keep(L, s) && is_gen_env(L);
+    lua_pop(L, 1);
+    t->gen = cur && !old ? gen_id(cur) : 0;
     t->resolved = 1;
     return;
   }
@@ -302,7 +325,7 @@ static int create(lua_State *L, int periodic) {
   /* Lua allocations below may raise: the timer is already listed and started, and
    * one without a function is dropped when it fires instead of leaking. */
   uv_timer_init(script_loop(s), &t->h);
-  uv_timer_start(&t->h, on_fire, ms, t->every);
+  uv_timer_start(&t->h, on_fire, ms ? ms : 1, t->every); /* see l_sleep */
   list_add_tmr(t);
   t->ref = ref;
   ref->t = t;
@@ -402,7 +425,9 @@ static int l_sleep(lua_State *L) {
   sp->wake_ns = ms < (UINT64_MAX - now) / 1000000 ? now + ms * 1000000 : UINT64_MAX;
   uv_timer_init(loop, &sp->h);
   uv_update_time(loop);
-  uv_timer_start(&sp->h, on_wake, ms, 0);
+  /* libuv runs a timer that is already due in the same pass: 0 ms would never let
+   * the loop poll for I/O in between, so a sleep lasts at least 1 ms. */
+  uv_timer_start(&sp->h, on_wake, ms ? ms : 1, 0);
   return task_suspend(L, t, cancel_sleep, sp);
 }
 

@@ -2,7 +2,8 @@
  *
  *   timer.after(ms, fn) -> handle   run fn once, ms from now
  *   timer.every(ms, fn) -> handle   run fn every ms (first run after ms)
- *   handle:cancel()                 idempotent; a dropped (collected) handle still fires
+ *   handle:cancel() -> bool         true if it was pending; idempotent. A dropped
+ *                                   (collected) handle does not cancel: it still fires
  *   timer.sleep(ms)                 suspend the running handler / timer callback
  *   timer.now() -> ms               monotonic clock, float milliseconds
  *

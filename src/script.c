@@ -165,6 +165,9 @@ script_t *script_new(uv_loop_t *loop, const script_opts *o) {
     return NULL;
   }
   lua_atpanic(s->L, l_panic);
+  /* Threads copy the main thread's extra space, where task keeps its pointer:
+   * coroutines the script makes itself must read NULL there, not garbage. */
+  *(void **)lua_getextraspace(s->L) = NULL;
   lua_gc(s->L, LUA_GCGEN, 0, 0); /* most of what a request makes dies young */
   lua_pushcfunction(s->L, open_state);
   lua_pushlightuserdata(s->L, s);

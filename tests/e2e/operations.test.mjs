@@ -343,7 +343,7 @@ describe('GET /metrics and /healthz', () => {
     }
     const le = (x) => buckets.find(([b]) => Number(b) === x)?.[1];
     assert.equal(le(0.1), 5, `five quick handlers under 0.1 s: ${JSON.stringify(buckets)}`);
-    assert.equal(le(0.1) <= 5 && le(1), 6, 'the timed-out one (200 ms) under 1 s');
+    assert.equal(le(1), 6, `the timed-out one (200 ms) under 1 s: ${JSON.stringify(buckets)}`);
     const sum = m.luahook_handler_duration_seconds_sum;
     assert.ok(sum >= 0.19 && sum < 1.5, `duration sum ${sum} includes the 200 ms timeout`);
     assert.equal(m.luahook_events_in_flight, 0);

@@ -5,8 +5,9 @@
 // failing the event (HTTP 500) with a retry that finishes only what was left.
 import { describe, it, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT, startDaemon, post, signalrEvent, sleep, runCli } from './lib.mjs';
+import { ROOT, startDaemon, post, signalrEvent, sleep, runCli, tmpDir } from './lib.mjs';
 import { startFakeSignalR } from './fake-signalr.mjs';
 
 const SCRIPT = path.join(ROOT, 'examples', 'presence.lua');
@@ -171,6 +172,30 @@ describe('examples/presence.lua', () => {
     assert.ok(counts.length >= 1 && counts.length <= 8, JSON.stringify(counts));
     assert.equal(counts.at(-1), 8, `counts ${JSON.stringify(counts)}`);
     for (let i = 1; i < counts.length; i++) assert.ok(counts[i] > counts[i - 1], `counts increase: ${JSON.stringify(counts)}`);
+  });
+
+  it('state and grace timers survive a reload (SIGHUP)', async () => {
+    await d.stop();
+    const copy = path.join(tmpDir(), 'presence.lua');
+    fs.copyFileSync(SCRIPT, copy);
+    d = await startDaemon({
+      script: copy,
+      env: { AzureSignalRConnectionString: fake.connectionString(), PRESENCE_GRACE_MS: String(GRACE_MS) },
+    });
+    await deliver(connected('r1', 'mia', 0));
+    await deliver(connected('r2', 'ned', 10));
+    await deliver(disconnected('r2', 'ned', 20)); // ned's grace timer starts in generation 1
+    await deliver(disconnected('r1', 'mia', 30)); // mia's too
+    d.proc.kill('SIGHUP');
+    await d.waitStderr(/script reloaded[^\n]*generation=2/, 3000);
+    await deliver(connected('r1', 'mia', 0)); // a duplicate after the reload: still known
+    await deliver(connected('r3', 'mia', 40)); // mia is back: the old generation's timer is cancelled
+    await sleep(GRACE_MS * 2 + 200);
+    // (ned's userOffline may come before or after r3's messages, depending on timing)
+    assert.deepEqual(sends().filter((x) => x.target !== 'userOffline'), [
+      welcome('r1'), count(1), welcome('r2'), count(2), count(1), count(0), welcome('r3'), count(1),
+    ]);
+    assert.deepEqual(sends().filter((x) => x.target === 'userOffline'), [offline('ned')]);
   });
 
   it('replays the example event files (luahook replay): session, out of order, CloudEvents', async () => {

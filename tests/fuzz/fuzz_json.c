@@ -88,6 +88,22 @@ static int has_long_number(const unsigned char *s, size_t n) {
   return 0;
 }
 
+/* A \u escape without four hex digits (cJSON 1.7.15 reads it as U+0000). */
+static int has_bad_u_escape(const unsigned char *s, size_t n) {
+  for (size_t i = 0; i + 1 < n; i++) {
+    if (s[i] != '\\') continue;
+    if (s[i + 1] == 'u') {
+      for (size_t k = 2; k < 6; k++) {
+        unsigned char c = i + k < n ? s[i + k] : 0;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+          return 1;
+      }
+    }
+    i++; /* the escaped character */
+  }
+  return 0;
+}
+
 /* The replaced path: strict text check, then cJSON, then only white space. */
 static cJSON *old_parse(const char *s, size_t n) {
   size_t off;
@@ -96,6 +112,10 @@ static cJSON *old_parse(const char *s, size_t n) {
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(s, n, &end, 0);
   if (!root) return NULL;
+  if (has_bad_u_escape((const unsigned char *)s, n)) { /* cJSON's bug, not a value */
+    cJSON_Delete(root);
+    return NULL;
+  }
   for (const char *p = end; p < s + n; p++)
     if (!is_ws((unsigned char)*p)) {
       cJSON_Delete(root);

@@ -60,14 +60,28 @@ static void on_done(task_t *t, task_status st, const char *err, void *ud) {
 
 /* Runs Lua code as a task. The chunk's _ENV is the current generation's globals,
  * so it sees the script's functions (rec, out, ...). */
-static void run_task(const char *code) {
+static void run_task_env(const char *code, const char *env) {
   task_t *t = task_new(S, script_options(S)->handler_timeout_ms, on_done, NULL);
   CHECK(t != NULL);
   lua_State *co = task_thread(t);
   CHECK(luaL_loadstring(co, code) == LUA_OK);
-  gen_push_global(co, script_current(S), "_G");
-  CHECK(lua_setupvalue(co, -2, 1) != NULL);
+  if (env && strcmp(env, "base") == 0) { /* like a function from a module */
+    lua_pushglobaltable(co);
+    CHECK(lua_setupvalue(co, -2, 1) != NULL);
+  } else if (env) { /* _ENV = state[env] */
+    lua_getglobal(co, "state");
+    lua_getfield(co, -1, env);
+    lua_remove(co, -2);
+    CHECK(lua_setupvalue(co, -2, 1) != NULL);
+  } else { /* like a handler the script defined: the current generation */
+    gen_push_global(co, script_current(S), "_G");
+    CHECK(lua_setupvalue(co, -2, 1) != NULL);
+  }
   task_run(t, 0);
+}
+
+static void run_task(const char *code) {
+  run_task_env(code, NULL);
 }
 
 /* Evaluates a Lua expression in the current generation (outside any task) and
@@ -316,6 +330,7 @@ static int to_int(const char *s) {
 static void test_generations(void) {
   load(GEN_V1);
   run_task("make_periodic()");
+  run_task("state.env1 = _ENV"); /* to play an in-flight v1 handler after the reload */
   run_for(40);
   int v1 = to_int(eval("state.v1")), h1 = to_int(eval("state.h1"));
   CHECK(v1 >= 2);
@@ -346,6 +361,17 @@ static void test_generations(void) {
   CHECK(to_int(eval("state.once")) == 1);
   CHECK(to_int(eval("state.failed")) == 0);
   CHECK(bind_timer_pending() == 1); /* only v2's periodic timer is left */
+
+  /* a v1 handler still running after the reload makes a periodic timer: it is v1's
+   * and stops at its first tick without running */
+  run_task_env("timer.every(5, function() state.late = (state.late or 0) + 1 end)",
+               "env1");
+  /* a handler from a module (_ENV = the shared globals) counts as current */
+  run_task_env("timer.every(5, function() state.mod = (state.mod or 0) + 1 end)", "base");
+  run_for(40);
+  EXPECT_EQ("state.late", "nil");
+  CHECK(to_int(eval("state.mod")) >= 2);
+  CHECK(bind_timer_pending() == 2);
   bind_timer_cancel_all();
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(bind_timer_pending() == 0);
