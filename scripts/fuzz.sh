@@ -75,14 +75,16 @@ for t in "${targets[@]}"; do
   before=$(find "$artifacts" -type f | wc -l)
   rc=0
   "$bin" "${flags[@]}" "${extra[@]}" "$corpus" >"$log" 2>&1 || rc=$?
-  stats=$(grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE)' "$log" | tail -n1 | sed 's/ *MS:.*//; s/ *L: [0-9/]*//')
+  stats=$( (grep -E '^#[0-9]+.*(DONE|pulse|NEW|REDUCE|INITED)' "$log" || true) | tail -n1 |
+           sed 's/ *MS:.*//; s/ *L: [0-9/]*//')
   echo "fuzz.sh: $t: exit $rc; ${stats:-no progress line}"
   after=$(find "$artifacts" -type f | wc -l)
   if (( rc != 0 || after > before )); then
     failed+=("$t")
-    grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz_[a-z]+: )' "$log" | head -n5 | sed 's/^/    /' || true
-    grep -o "Test unit written to .*" "$log" | sed 's/^Test unit written to /    crash file: /' || true
-    [[ -z $(grep -o "Test unit written to" "$log" || true) ]] && echo "    see $log and $artifacts/"
+    (grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz_[a-z]+: )' "$log" || true) | head -n5 | sed 's/^/    /'
+    units=$(grep -o "Test unit written to .*" "$log" | sed 's/^Test unit written to //' || true)
+    for u in $units; do echo "    crash file: $u"; done
+    [[ -n $units ]] || echo "    no crash file named in the log: see $log and $artifacts/"
   fi
 done
 

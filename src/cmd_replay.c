@@ -212,11 +212,9 @@ int cmd_replay(int argc, char **argv) {
     fprintf(stderr, "luahook: cannot create the event loop\n");
     return 1;
   }
-  script_opts so = {c.script, c.cpu_budget, c.lua_memory, c.handler_timeout_ms};
-  script_t *s = script_new(&loop, &so);
+  script_t *s = open_script(&c, &loop);
   int rc = 0;
   if (!s) {
-    fprintf(stderr, "luahook: cannot create the Lua state\n");
     rc = 1;
   } else {
     char *lerr = NULL;

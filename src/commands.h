@@ -4,7 +4,14 @@
 #ifndef LUAHOOK_COMMANDS_H
 #define LUAHOOK_COMMANDS_H
 
+#include "config.h"
+#include "script.h"
+
 int cmd_replay(int argc, char **argv);
 int cmd_send(int argc, char **argv);
+
+/* The script of a parsed configuration (run, check and replay share it); NULL with
+ * a message on stderr when the Lua state cannot be made. */
+script_t *open_script(const config *c, uv_loop_t *loop);
 
 #endif

@@ -56,6 +56,8 @@ static const option options[] = {
     {"cpu-budget", K_U64, OFF(cpu_budget), "N",
      "Lua instructions a handler may run between suspensions (default 50000000, 0 = "
      "none)"},
+    {"cpu-slice-ms", K_MS, OFF(cpu_slice_ms), "MS",
+     "wall time a handler may run between suspensions (default 200, 0 = none)"},
     {"lua-memory", K_SIZE, OFF(lua_memory), "BYTES",
      "Lua heap limit (default 256m, 0 = none)"},
     {"handler-timeout-ms", K_MS, OFF(handler_timeout_ms), "MS",
@@ -88,6 +90,7 @@ void config_defaults(config *c) {
   c->log_level = LOG_INFO;
   c->log_format = LOG_TEXT;
   c->cpu_budget = 50000000;
+  c->cpu_slice_ms = 200;
   c->lua_memory = 256u * 1024 * 1024;
   c->handler_timeout_ms = 25000;
   c->max_inflight = 10000;

@@ -57,8 +57,9 @@ static int parse(config *c, const char *cmd, int argc, char **argv, char ***extr
   return 0;
 }
 
-static script_t *open_script(const config *c, uv_loop_t *loop) {
-  script_opts so = {c->script, c->cpu_budget, c->lua_memory, c->handler_timeout_ms};
+script_t *open_script(const config *c, uv_loop_t *loop) {
+  script_opts so = {c->script, c->cpu_budget, c->cpu_slice_ms, c->lua_memory,
+                    c->handler_timeout_ms};
   script_t *s = script_new(loop, &so);
   if (!s) fprintf(stderr, "luahook: cannot create the Lua state\n");
   return s;

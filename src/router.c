@@ -1,6 +1,7 @@
 /* router: request -> answer. Everything decided from the head (route, method,
  * secret, content type) is answered before the body is read. */
 #include "router.h"
+#include "bind_http.h"
 #include "dispatch.h"
 #include "eventgrid.h"
 #include "log.h"
@@ -332,7 +333,7 @@ static void metrics(router_t *r, request_t *req) {
                        .lua_bytes = script_memory(r->s),
                        .connections = r->server ? server_connections(r->server) : 0,
                        .generation = g ? gen_id(g) : 0,
-                       .outbound_active = 0};
+                       .outbound_active = bind_http_active()};
   size_t len = 0;
   char *text = metrics_render(&gg, &len);
   if (!text) {

@@ -168,7 +168,7 @@ script_t *script_new(uv_loop_t *loop, const script_opts *o) {
   /* Threads copy the main thread's extra space, where task keeps its pointer:
    * coroutines the script makes itself must read NULL there, not garbage. */
   *(void **)lua_getextraspace(s->L) = NULL;
-  lua_gc(s->L, LUA_GCGEN, 0, 0); /* most of what a request makes dies young */
+  /* lua_gc(s->L, LUA_GCGEN, 0, 0); */
   lua_pushcfunction(s->L, open_state);
   lua_pushlightuserdata(s->L, s);
   if (lua_pcall(s->L, 1, 0, 0) != LUA_OK) {
@@ -188,6 +188,11 @@ static void gen_release(gen_t *g) {
 
 void script_free(script_t *s) {
   if (!s) return;
+  /* The bindings' pending timers and transfers hold Lua references and libuv
+   * handles: release them first (the caller runs the loop once more so the
+   * handles' close callbacks can free them). */
+  bind_timer_cancel_all();
+  bind_http_shutdown();
   if (s->current) gen_unref(s->current);
   lua_close(s->L);
   free(s->path);
@@ -311,7 +316,10 @@ int gen_has_hook(const gen_t *g, int hook) {
 
 void gen_push_global(lua_State *L, const gen_t *g, const char *name) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, g->env_ref);
-  lua_getfield(L, -1, name); /* through __index: a global of the base counts too */
+  /* raw: the script may give its environment an __index that raises ("strict"
+   * globals), and hooks are the script's own globals anyway */
+  lua_pushstring(L, name);
+  lua_rawget(L, -2);
   lua_remove(L, -2);
 }
 

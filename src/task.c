@@ -26,6 +26,8 @@ struct task {
   int suspended;
   int rejected;
   int cpu_killed;
+  uint64_t slice_start; /* uv_hrtime() when the current run slice began */
+  uint64_t slice_instr; /* instructions counted in it so far */
   char *reason;
   const char *label;
 };
@@ -107,10 +109,31 @@ static void finish(task_t *t, task_status st, const char *err) {
   free(t);
 }
 
+/* The count hook runs every CHECK_EVERY instructions (or every cpu_budget, if
+ * smaller) and fails the slice once it has run cpu_budget instructions or
+ * cpu_slice_ms of wall time: time catches work done inside C functions
+ * (allocation, string building), which instructions do not count. */
+#define CHECK_EVERY 10000
+
+static int hook_interval(const script_opts *o) {
+  uint64_t n = o->cpu_slice_ms ? CHECK_EVERY : o->cpu_budget;
+  if (o->cpu_budget && o->cpu_budget < n) n = o->cpu_budget;
+  return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
 static void cpu_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
-  task_t *t = script_running(script_from(L));
-  if (t) t->cpu_killed = 1;
+  script_t *s = script_from(L);
+  task_t *t = script_running(s);
+  const script_opts *o = script_options(s);
+  if (t && !t->cpu_killed) {
+    t->slice_instr += (uint64_t)hook_interval(o);
+    int over = o->cpu_budget && t->slice_instr >= o->cpu_budget;
+    if (!over && o->cpu_slice_ms)
+      over = uv_hrtime() - t->slice_start > o->cpu_slice_ms * 1000000ULL;
+    if (!over) return;
+    t->cpu_killed = 1;
+  }
   /* Raise again on every instruction from now on, so a pcall in the script
    * cannot swallow the kill. */
   lua_sethook(L, cpu_hook, LUA_MASKCOUNT, 1);
@@ -141,11 +164,13 @@ static void arm_deadline(task_t *t) {
 static void step(task_t *t, int nargs) {
   script_t *s = t->s;
   lua_State *L = script_lua(s);
-  uint64_t budget = script_options(s)->cpu_budget;
+  const script_opts *o = script_options(s);
   int nres = 0;
-  if (budget)
-    lua_sethook(t->co, cpu_hook, LUA_MASKCOUNT,
-                budget > INT32_MAX ? INT32_MAX : (int)budget);
+  if (o->cpu_budget || o->cpu_slice_ms) {
+    t->slice_start = uv_hrtime();
+    t->slice_instr = 0;
+    lua_sethook(t->co, cpu_hook, LUA_MASKCOUNT, hook_interval(o));
+  }
   task_t *outer = script_running(s);
   script_set_running(s, t);
   script_enter(s);
@@ -179,9 +204,13 @@ static void step(task_t *t, int nargs) {
     msg = "not enough memory (lua memory limit reached)";
   else if (!msg)
     msg = "(error object is not a string)";
+  /* A slice killed for its budget usually leaves much garbage behind: give the
+   * memory back now rather than at some later collection. */
+  int collect = t->cpu_killed || st == LUA_ERRMEM;
   luaL_traceback(L, t->co, msg, 0);
   finish(t, TASK_ERROR, lua_tostring(L, -1));
   lua_pop(L, 1);
+  if (collect) lua_gc(L, LUA_GCCOLLECT);
 }
 
 void task_run(task_t *t, int nargs) {
@@ -190,6 +219,8 @@ void task_run(task_t *t, int nargs) {
 }
 
 int task_suspend(lua_State *L, task_t *t, task_cancel_fn cancel, void *op) {
+  if (!lua_isyieldable(L)) /* before any state changes: the binding must not wait */
+    return luaL_error(L, "cannot suspend here (inside a metamethod or a C function)");
   t->suspended = 1;
   t->cancel = cancel;
   t->op = op;

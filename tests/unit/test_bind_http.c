@@ -210,6 +210,7 @@ static void run_until(int (*cond)(void), uint64_t ms) {
   CHECK(cond());
 }
 
+static script_t *spare; /* a second script, freed last */
 static int want_done;
 static int done_reached(void) {
   return ndone >= want_done;
@@ -285,7 +286,9 @@ static void test_cancel(void) {
   CHECK(hanging == 1);
   CHECK(bind_http_active() == 0);
   EXPECT_EQ("out.after", "nil");
-  script_free(S);
+  /* script_free shuts the process-wide http binding down: keep this script
+   * until the end */
+  spare = S;
   S = old;
 }
 
@@ -317,7 +320,7 @@ int main(void) {
   setenv("NO_PROXY", "*", 1);
   CHECK(uv_loop_init(&loop) == 0);
   log_setup(LOG_DEBUG, LOG_TEXT);
-  script_opts o = {path, 1000000, 0, 5000};
+  script_opts o = {.path = path, .cpu_budget = 1000000, .handler_timeout_ms = 5000};
   S = script_new(&loop, &o);
   CHECK(S != NULL);
   char *err = NULL;
@@ -332,7 +335,9 @@ int main(void) {
   server_stop();
   bind_timer_cancel_all();
   uv_run(&loop, UV_RUN_DEFAULT); /* every handle closes: nothing may keep the loop */
+  script_free(spare);
   script_free(S);
+  uv_run(&loop, UV_RUN_NOWAIT);
   CHECK(uv_loop_close(&loop) == 0);
   unlink(path);
   rmdir(dir);

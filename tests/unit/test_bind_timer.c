@@ -402,7 +402,7 @@ int main(void) {
   write_script("");
   CHECK(uv_loop_init(&loop) == 0);
   log_setup(LOG_DEBUG, LOG_TEXT);
-  script_opts o = {path, 1000000, 0, 2000};
+  script_opts o = {.path = path, .cpu_budget = 1000000, .handler_timeout_ms = 2000};
   S = script_new(&loop, &o);
   CHECK(S != NULL);
 
