@@ -5,6 +5,7 @@
  * kept in the registry; nothing here has C-global mutable state.
  */
 #include "bind_json.h"
+#include "json_parse.h"
 
 #include <lauxlib.h>
 
@@ -76,121 +77,6 @@ int json_utf8_valid(const char *s, size_t n) {
   return 1;
 }
 
-static int is_digit(unsigned c) {
-  return c >= '0' && c <= '9';
-}
-
-/* Length of the RFC 8259 number at p, or 0 if it is not one. */
-static size_t number_len(const unsigned char *p, size_t n) {
-  size_t i = 0;
-  if (i < n && p[i] == '-') i++;
-  if (i < n && p[i] == '0')
-    i++;
-  else if (i < n && is_digit(p[i])) {
-    while (i < n && is_digit(p[i])) i++;
-  } else
-    return 0;
-  if (i < n && p[i] == '.') {
-    i++;
-    if (!(i < n && is_digit(p[i]))) return 0;
-    while (i < n && is_digit(p[i])) i++;
-  }
-  if (i < n && (p[i] == 'e' || p[i] == 'E')) {
-    i++;
-    if (i < n && (p[i] == '+' || p[i] == '-')) i++;
-    if (!(i < n && is_digit(p[i]))) return 0;
-    while (i < n && is_digit(p[i])) i++;
-  }
-  /* Valid JSON never has another number character right after a number; cJSON
-   * would take "01" or "1." as numbers. */
-  if (i < n && (is_digit(p[i]) || p[i] == '.' || p[i] == 'e' || p[i] == 'E' ||
-                p[i] == '+' || p[i] == '-'))
-    return 0;
-  return i;
-}
-
-/* Bytes that stand for themselves inside a string: printable ASCII but '"' and '\\'. */
-static const unsigned char str_plain[256] = {
-#define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
-    R16(0), R16(0),
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
-    R16(1), R16(1),
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50: '\\' */
-    R16(1), R16(1),
-    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
-#undef R16
-};
-
-const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0, l;
-  int depth = 0;
-  const char *msg;
-
-  while (i < n) {
-    unsigned c = p[i];
-    if (c == '"') {
-      for (i++;;) {
-        while (i < n && str_plain[p[i]]) i++;
-        if (i >= n) {
-          msg = "unterminated string";
-          goto fail;
-        }
-        c = p[i];
-        if (c == '"') break;
-        if (c == '\\') {
-          if (n - i >= 6 && memcmp(p + i + 1, "u0000", 5) == 0) {
-            msg = "\\u0000 in a string is not supported";
-            goto fail;
-          }
-          /* Skip the escaped character if it is ASCII; anything else is a bad
-           * escape that cJSON rejects, but it must still be valid UTF-8. */
-          i += i + 1 < n && p[i + 1] < 0x80 ? 2 : 1;
-        } else if (c < 0x20) {
-          msg = "control character in a string";
-          goto fail;
-        } else {
-          if (!(l = json_utf8_seq(p + i, n - i))) goto bad_utf8;
-          i += l;
-        }
-      }
-      i++; /* the closing quote */
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) {
-        msg = "nesting too deep";
-        goto fail;
-      }
-      i++;
-    } else if (c == ']' || c == '}') {
-      depth--; /* may go negative on malformed text, which cJSON rejects */
-      i++;
-    } else if (c == '-' || is_digit(c)) {
-      if (!(l = number_len(p + i, n - i))) {
-        msg = "invalid number";
-        goto fail;
-      }
-      i += l;
-    } else if (c < 0x20) {
-      if (c != '\t' && c != '\n' && c != '\r') {
-        msg = "control character";
-        goto fail;
-      }
-      i++;
-    } else if (c >= 0x80) {
-      if (!(l = json_utf8_seq(p + i, n - i))) goto bad_utf8;
-      i += l;
-    } else {
-      i++;
-    }
-  }
-  return NULL;
-
-bad_utf8:
-  msg = "invalid UTF-8";
-fail:
-  if (err_off) *err_off = i;
-  return msg;
-}
 
 /* ---------------------------------------------------------------------------------
  * cJSON -> Lua
@@ -329,14 +215,14 @@ void bind_json_push(lua_State *L, const cJSON *v) {
  * so that a Lua error raised meanwhile (out of memory) cannot leak them: the GC
  * frees them then. On success they are freed at once. */
 typedef struct box {
-  cJSON *root;
+  arena_t *arena; /* a decoded tree */
   char *buf; /* from the state's allocator, cap bytes */
   size_t cap;
 } box_t;
 
 static void box_release(lua_State *L, box_t *b) {
-  if (b->root) cJSON_Delete(b->root);
-  b->root = NULL;
+  arena_free(b->arena);
+  b->arena = NULL;
   if (b->buf) {
     void *ud;
     lua_Alloc f = lua_getallocf(L, &ud);
@@ -354,7 +240,7 @@ static int box_gc(lua_State *L) {
 
 static box_t *new_box(lua_State *L) {
   box_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-  b->root = NULL;
+  b->arena = NULL;
   b->buf = NULL;
   b->cap = 0;
   lua_pushvalue(L, UV_BOX_MT);
@@ -376,32 +262,25 @@ static int opt_max_depth(lua_State *L, int arg) {
   return (int)d;
 }
 
-static int fail(lua_State *L, const char *fmt, const char *msg, size_t off) {
-  lua_pushnil(L);
-  lua_pushfstring(L, fmt, msg, (lua_Integer)off);
-  return 2;
-}
 
 /* json.decode(s [, {max_depth = n}]) -> value | nil, err */
 static int l_decode(lua_State *L) {
   size_t n, off = 0;
   const char *s = luaL_checklstring(L, 1, &n);
   int max_depth = opt_max_depth(L, 2);
-  const char *end = NULL, *msg = json_text_check(s, n, max_depth, &off);
-  if (msg) return fail(L, "json: %s at offset %I", msg, off);
-
-  box_t *b = new_box(L);
-  /* Lua strings end in a NUL; counting it in the length is what makes cJSON's
-   * "require null terminated" reject trailing garbage. */
-  b->root = cJSON_ParseWithLengthOpts(s, n + 1, &end, 1);
-  if (!b->root) {
-    off = end && end >= s ? (size_t)(end - s) : 0;
-    if (off >= n) return fail(L, "json: %s (offset %I)", "unexpected end of input", n);
-    return fail(L, "json: %s at offset %I", "invalid JSON", off);
+  box_t *b = new_box(L); /* owns the arena even if pushing raises */
+  if (!(b->arena = arena_new())) return luaL_error(L, "json: not enough memory");
+  json_error err;
+  cJSON *root = json_parse(s, n, b->arena, max_depth, NULL, NULL, &err);
+  if (!root) {
+    off = err.off;
+    box_release(L, b);
+    lua_pushnil(L);
+    lua_pushfstring(L, "json: invalid JSON at offset %I: %s", (lua_Integer)off, err.msg);
+    return 2;
   }
-  bind_json_push(L, b->root);
-  cJSON_Delete(b->root);
-  b->root = NULL;
+  bind_json_push(L, root);
+  box_release(L, b);
   return 1;
 }
 

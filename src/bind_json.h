@@ -31,11 +31,5 @@ int json_utf8_valid(const char *s, size_t n);
 /* Length of the well-formed UTF-8 sequence at p (a lead byte >= 0x80), or 0. */
 size_t json_utf8_seq(const unsigned char *p, size_t avail);
 
-/* Strict RFC 8259 checks that cJSON does not make, on JSON text s[0..n): valid UTF-8,
- * no raw control characters, well-formed number tokens, no "\u0000" escape (cJSON
- * would silently cut the string there) and nesting at most max_depth. Returns NULL if
- * the text passes (it may still be malformed JSON otherwise: cJSON decides that), or a
- * static message and the byte offset of the problem in *err_off. */
-const char *json_text_check(const char *s, size_t n, int max_depth, size_t *err_off);
 
 #endif

@@ -238,16 +238,10 @@ static void on_written(uv_write_t *w, int status) {
   if (!c->in_execute) process(c);
 }
 
-static void write_raw(conn *c, const char *data, size_t len) {
-  wreq *wr = malloc(sizeof *wr + len);
-  if (!wr) {
-    conn_close(c);
-    return;
-  }
+/* Queues wr (whose data and len are filled in) on the connection. */
+static void queue_write(conn *c, wreq *wr) {
   wr->c = c;
-  wr->len = len;
-  memcpy(wr->data, data, len);
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
   c->writes++;
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
     c->writes--;
@@ -256,8 +250,21 @@ static void write_raw(conn *c, const char *data, size_t len) {
   }
 }
 
+static void write_raw(conn *c, const char *data, size_t len) {
+  wreq *wr = malloc(sizeof *wr + len);
+  if (!wr) {
+    conn_close(c);
+    return;
+  }
+  memcpy(wr->data, data, len);
+  wr->len = len;
+  queue_write(c, wr);
+}
+
+/* Head and body in one write. A response to HEAD says how long the body would be
+ * and sends none. */
 static void send_response(conn *c, int status, const char *ctype, const char *body,
-                          size_t len, const char *extra, int close) {
+                          size_t len, const char *extra, int close, int head_only) {
   char head[1024];
   int n = snprintf(head, sizeof head,
                    "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\nConnection: %s\r\n%s%s%s%s",
@@ -267,23 +274,17 @@ static void send_response(conn *c, int status, const char *ctype, const char *bo
   if (n < 0 || (size_t)n + 2 >= sizeof head) n = (int)sizeof head - 3;
   memcpy(head + n, "\r\n", 2);
   n += 2;
-  wreq *wr = malloc(sizeof *wr + (size_t)n + len);
+  size_t blen = head_only ? 0 : len;
+  wreq *wr = malloc(sizeof *wr + (size_t)n + blen);
   if (!wr) {
     conn_close(c);
     return;
   }
-  wr->c = c;
   memcpy(wr->data, head, (size_t)n);
-  if (len) memcpy(wr->data + n, body, len);
-  wr->len = (size_t)n + len;
+  if (blen) memcpy(wr->data + n, body, blen);
+  wr->len = (size_t)n + blen;
   if (close) c->close_after_write = 1;
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-  c->writes++;
-  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_written) < 0) {
-    c->writes--;
-    free(wr);
-    conn_close(c);
-  }
+  queue_write(c, wr);
 }
 
 static void access_log(const request_t *r, int status);
@@ -295,7 +296,7 @@ static void send_error(conn *c, int status, const char *msg) {
   if (log_enabled(LOG_INFO)) access_log(&c->req, status);
   char body[256];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-  send_response(c, status, "application/json", body, (size_t)n, NULL, 1);
+  send_response(c, status, "application/json", body, (size_t)n, NULL, 1, 0);
 }
 
 static void access_log(const request_t *r, int status) {
@@ -335,7 +336,7 @@ void request_respond(request_t *r, int status, const char *ctype, const char *bo
       else
         r->discard = 1;
     }
-    send_response(c, status, ctype, body, len, extra, close);
+    send_response(c, status, ctype, body, len, extra, close, strcmp(r->method, "HEAD") == 0);
   }
   if (was_pending) {
     if (!c->closing && !c->in_execute && !c->close_after_write) process(c);
