@@ -28,6 +28,9 @@
 #   QUIET_MAX (15)  QUIET_WAIT (300): before each run, wait until other processes
 #                  use at most QUIET_MAX % of one core; all waits together last at
 #                  most QUIET_WAIT s (then it measures anyway: see the "other" column)
+#   OTHER_MAX (10)  RETRIES (2): a run during which other processes used more than
+#                  OTHER_MAX % of one core is "disturbed" and done again (at most
+#                  RETRIES more times); medians use the undisturbed runs when there are any
 #   OUT_DIR (bench-results/<timestamp>)
 #
 # Output: OUT_DIR/table.md (also printed), runs.tsv (one line per run),
@@ -61,6 +64,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 QUIET_MAX=${QUIET_MAX:-15}
 QUIET_WAIT=${QUIET_WAIT:-300}
+OTHER_MAX=${OTHER_MAX:-10}
+RETRIES=${RETRIES:-2}
 OUT_DIR=${OUT_DIR:-$ROOT/bench-results/$(date +%Y%m%d-%H%M%S)}
 URL_PATH=/api/events
 LUAHOOK=${BUILD_DIR:-$ROOT/build}/luahook
@@ -68,7 +73,7 @@ LUAHOOK=${BUILD_DIR:-$ROOT/build}/luahook
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for k in DURATION REPS WARMUP CONNS LAT_CONNS BASE_PORT QUIET_MAX QUIET_WAIT; do
+for k in DURATION REPS WARMUP CONNS LAT_CONNS BASE_PORT QUIET_MAX QUIET_WAIT OTHER_MAX RETRIES; do
   [[ ${!k} =~ ^[0-9]+$ ]] || die "$k must be a whole number (got '${!k}')"
 done
 (( DURATION > 0 && REPS > 0 && CONNS > 0 && LAT_CONNS > 0 )) || die "DURATION, REPS, CONNS and LAT_CONNS must be > 0"
@@ -114,7 +119,7 @@ mkdir -p "$OUT_DIR/raw" "$OUT_DIR/logs" || die "cannot create $OUT_DIR"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/luahook-bench.XXXXXX") || die "mktemp failed"
 TSV=$OUT_DIR/runs.tsv
 TABLE=$OUT_DIR/table.md
-printf 'target\tworkload\tconns\trep\trps\tevents_s\tp50_us\tp99_us\tp999_us\tpeak_rss_kb\terrors\tnon2xx\trequests\tsrv_cpu_pct\twrk_cpu_pct\tother_cpu_pct\n' > "$TSV"
+printf 'target\tworkload\tconns\trep\trps\tevents_s\tp50_us\tp99_us\tp999_us\tpeak_rss_kb\terrors\tnon2xx\trequests\tsrv_cpu_pct\twrk_cpu_pct\tother_cpu_pct\tdisturbed\n' > "$TSV"
 : > "$TABLE"
 
 # ------------------------------------------------------------------ targets
@@ -238,12 +243,13 @@ run_wrk() {
   return $rc
 }
 
-# measure NAME WL REP: one measured run of target NAME (already started) with
-# workload WL; appends a line to runs.tsv.
+# measure NAME WL REP [ATTEMPT]: one measured run of target NAME (already started) with
+# workload WL; appends a line to runs.tsv. Returns 2 when the run was disturbed
+# (other processes used more than OTHER_MAX % CPU during it), else 0.
 measure() {
   local name=$1 wl=$2 rep=$3 pid=${TPID[$1]} port=${TPORT[$1]} raw line hwm s0 s1 w0 w1 m0 m1 x
   workload_info "$wl" || die "unknown workload $wl"
-  raw=$OUT_DIR/raw/$name-$wl-$rep.txt
+  raw=$OUT_DIR/raw/$name-$wl-$rep${4:+-retry$4}.txt
   echo 5 > "/proc/$pid/clear_refs" 2>/dev/null   # reset VmHWM to the current RSS
   # CPU used by the server, and by wrk: it is the only child this shell reaps
   # during the run, so it shows up in the shell's children times.
@@ -254,39 +260,47 @@ measure() {
   kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) died during $wl; see $OUT_DIR/logs/$name.log"
   line=$(grep '^BENCH ' "$raw") || die "no result from wrk for $name $wl #$rep: $(tail -3 "$raw" | tr '\n' ' ')"
   line=$(awk -v name="$name" -v wl="$wl" -v c="$WL_CONNS" -v rep="$rep" -v ev="$WL_EVENTS" -v hwm="${hwm:-0}" \
-      -v srv=$(( ${s1:-0} - ${s0:-0} )) -v wrk=$(( ${w1:-0} - ${w0:-0} )) -v all=$(( ${m1:-0} - ${m0:-0} )) -v hz="$CLK_TCK" '
+      -v srv=$(( ${s1:-0} - ${s0:-0} )) -v wrk=$(( ${w1:-0} - ${w0:-0} )) -v all=$(( ${m1:-0} - ${m0:-0} )) -v hz="$CLK_TCK" -v omax="$OTHER_MAX" '
     { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     END {
       rps = v["requests"] / (v["duration_us"] / 1e6)
       secs = v["duration_us"] / 1e6
-      printf "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\n", name, wl, c, rep, rps, rps * ev,
+      other = (all > srv + wrk) ? 100 * (all - srv - wrk) / hz / secs : 0
+      printf "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%d\n", name, wl, c, rep, rps, rps * ev,
         v["p50_us"], v["p99_us"], v["p999_us"], hwm,
         v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"], v["non2xx"], v["requests"],
-        100 * srv / hz / secs, 100 * wrk / hz / secs, (all > srv + wrk) ? 100 * (all - srv - wrk) / hz / secs : 0
+        100 * srv / hz / secs, 100 * wrk / hz / secs, other, other > omax
     }' <<< "$line")
   echo "$line" >> "$TSV"
-  awk -F'\t' '{ printf "%s %s #%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, peak RSS %.1f MiB, CPU server %d%% wrk %d%% other %d%%, errors %d, non-2xx %d\n",
-    $1, $2, $4, $5, $7 / 1000, $8 / 1000, $10 / 1024, $14, $15, $16, $11, $12 }' <<< "$line" | while read -r l; do log "$l"; done
+  awk -F'\t' '{ printf "%s %s #%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, peak RSS %.1f MiB, CPU server %d%% wrk %d%% other %d%%, errors %d, non-2xx %d%s\n",
+    $1, $2, $4, $5, $7 / 1000, $8 / 1000, $10 / 1024, $14, $15, $16, $11, $12, $17 ? " (disturbed)" : "" }' <<< "$line" |
+    while read -r l; do log "$l"; done
+  [[ $(cut -f17 <<< "$line") == 1 ]] && return 2
+  return 0
 }
 
 # ------------------------------------------------------------------ table
-render_throughput() {   # runs.tsv -> markdown (medians over the runs of each row)
+render_throughput() {   # runs.tsv -> markdown
+  # Medians over the undisturbed runs of each row (over all of them if every run
+  # was disturbed); errors and requests count every run.
   awk -F'\t' '
     function median(s,   a, n, i, j, t) {
       n = split(s, a, " ")
       for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
       return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    NR == 1 { next }
+    FNR == 1 { next }
+    NR == FNR { if ($17 == 0) clean[$1 SUBSEP $2]++; next }   # first pass: count undisturbed runs
     {
       k = $1 SUBSEP $2
-      if (!(k in n)) { order[++nk] = k; conns[k] = $3 }
+      if (!(k in total)) { order[++nk] = k; conns[k] = $3 }
+      total[k]++; err[k] += $11; bad[k] += $12; reqs += $13
+      if ($17 == 1 && (k in clean)) next
       n[k]++; rps[k] = rps[k] " " $5; evs[k] = evs[k] " " $6; p50[k] = p50[k] " " $7
       p99[k] = p99[k] " " $8; p999[k] = p999[k] " " $9; hwm[k] = hwm[k] " " $10
       scpu[k] = scpu[k] " " $14; wcpu[k] = wcpu[k] " " $15; ocpu[k] = ocpu[k] " " $16
-      err[k] += $11; bad[k] += $12; reqs += $13
-      if (!(k in lo) || $5 < lo[k]) lo[k] = $5
-      if (!(k in hi) || $5 > hi[k]) hi[k] = $5
+      if (!(k in lo) || $5 + 0 < lo[k]) lo[k] = $5 + 0
+      if (!(k in hi) || $5 + 0 > hi[k]) hi[k] = $5 + 0
     }
     END {
       for (i = 1; i <= nk; i++) { k = order[i]; m[k] = median(rps[k]) }
@@ -295,23 +309,26 @@ render_throughput() {   # runs.tsv -> markdown (medians over the runs of each ro
       for (i = 1; i <= nk; i++) {
         k = order[i]; split(k, f, SUBSEP); c = "ceiling" SUBSEP f[2]
         ratio = (c in m && m[c] > 0) ? sprintf("%.2f", m[k] / m[c]) : "-"
-        printf "| %s | %s | %d | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %d | %d | %s | %d | %.0f | %.0f / %.0f / %.0f |\n",
+        runs = !(k in clean) ? n[k] " noisy" : (n[k] == total[k]) ? n[k] : n[k] " of " total[k]
+        if (!(k in clean)) noisy++
+        printf "| %s | %s | %d | %.0f | %.0f | %.2f | %.2f | %.2f | %.1f | %d | %d | %s | %s | %.0f | %.0f / %.0f / %.0f |\n",
           f[1], f[2], conns[k], m[k], median(evs[k]), median(p50[k]) / 1000, median(p99[k]) / 1000,
-          median(p999[k]) / 1000, median(hwm[k]) / 1024, err[k], bad[k], ratio, n[k],
+          median(p999[k]) / 1000, median(hwm[k]) / 1024, err[k], bad[k], ratio, runs,
           (m[k] > 0 ? 100 * (hi[k] - lo[k]) / m[k] : 0), median(scpu[k]), median(wcpu[k]), median(ocpu[k])
         if (f[1] != "ceiling" && ratio != "-") sum[f[1]] = sum[f[1]] (sum[f[1]] == "" ? "" : ", ") f[2] " " ratio
         toterr += err[k] + bad[k]
       }
       print ""
       for (t in sum) printf "%s / ceiling, median req/s: %s\n\n", t, sum[t]
-      if (toterr == 0) printf "Responses: all %d measured requests got a 2xx answer; no socket errors.\n", reqs
+      if (noisy) printf "Noise: %d row(s) had no undisturbed run (\"noisy\"): do not trust their numbers.\n\n", noisy
+      if (toterr == 0) printf "Responses: all %d requests sent in measured runs got a 2xx answer; no socket errors.\n", reqs
       else printf "Responses: WARNING: %d socket errors + non-2xx answers (see raw/ and logs/).\n", toterr
-    }' "$TSV"
+    }' "$TSV" "$TSV"
 }
 
 # ------------------------------------------------------------------ sections
 section_throughput() {
-  local name wl rep order t
+  local name wl rep order t attempt
   for name in $TARGETS; do start_target "$name"; done
   for wl in $WORKLOADS; do
     workload_info "$wl" || die "unknown workload '$wl' (known: W1 W2 W3)"
@@ -323,7 +340,13 @@ section_throughput() {
     fi
     read -r -a order <<< "$TARGETS"
     for rep in $(seq 1 "$REPS"); do
-      for t in "${order[@]}"; do wait_quiet; measure "$t" "$wl" "$rep"; done
+      for t in "${order[@]}"; do
+        for attempt in $(seq 0 "$RETRIES"); do
+          wait_quiet
+          measure "$t" "$wl" "$rep" "${attempt#0}" && break
+          (( attempt < RETRIES )) && log "  $t $wl #$rep disturbed by other processes: doing it again"
+        done
+      done
       order=("${order[@]:1}" "${order[0]}")   # rotate: A B, B A, ...
     done
   done
@@ -361,7 +384,8 @@ if (( PINNED )); then pin="server pinned to CPU $SERVER_CPU, wrk (1 thread) to C
 else pin="unpinned (fewer than 2 CPUs), wrk 1 thread"; fi
 {
   echo
-  echo "Medians of $REPS runs of ${DURATION}s per row (warm-up ${WARMUP}s), targets alternating; $pin;"
+  echo "Medians of $REPS runs of ${DURATION}s per row (warm-up ${WARMUP}s), targets alternating; $pin."
+  echo "runs = runs used; \"2 of 3\" = one run was disturbed (other processes > ${OTHER_MAX}% CPU) and left out."
   echo "spread % = (max - min) / median of req/s; errors = socket errors (connect/read/write/timeout) and non-2xx ="
   echo "answers with status >= 400 as wrk counts them, both summed over runs; CPU % = CPU time / wall"
   echo "time (100 = one core) of the server, of wrk, and of everything else on the machine (user+system; other"

@@ -4,9 +4,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define BLOCK     (32 * 1024)
-#define POOL_MAX  16
-#define ALIGN(n)  (((n) + 15) & ~(size_t)15)
+#define BLOCK    (32 * 1024)
+#define POOL_MAX 16
+#define ALIGN(n) (((n) + 15) & ~(size_t)15)
 
 typedef struct block {
   struct block *prev;
@@ -69,11 +69,15 @@ void arena_free(arena_t *a) {
   block *first = NULL;
   for (block *b = a->top, *prev; b; b = prev) {
     prev = b->prev;
-    if ((unsigned char *)a == b->data) first = b;
-    else free(b);
+    if ((unsigned char *)a == b->data)
+      first = b;
+    else
+      free(b);
   }
-  if (npool < POOL_MAX) pool[npool++] = first;
-  else free(first);
+  if (npool < POOL_MAX)
+    pool[npool++] = first;
+  else
+    free(first);
 }
 
 void arena_drain_pool(void) {

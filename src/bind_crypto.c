@@ -181,11 +181,15 @@ static int b64_decode(lua_State *L, int url) {
   size_t n, k, bad;
   const char *s = luaL_checklstring(L, 1, &n);
   luaL_Buffer b;
-  unsigned char *o = (unsigned char *)luaL_buffinitsize(L, &b, crypto_base64_decoded_max(n));
+  unsigned char *o =
+      (unsigned char *)luaL_buffinitsize(L, &b, crypto_base64_decoded_max(n));
   if (crypto_base64_decode(s, n, url, o, &k, &bad) != 0) {
     luaL_pushfail(L);
-    if (bad == n) lua_pushliteral(L, "crypto: invalid base64 length");
-    else lua_pushfstring(L, "crypto: invalid base64 character at offset %I", (lua_Integer)bad);
+    if (bad == n)
+      lua_pushliteral(L, "crypto: invalid base64 length");
+    else
+      lua_pushfstring(L, "crypto: invalid base64 character at offset %I",
+                      (lua_Integer)bad);
     return 2;
   }
   luaL_pushresultsize(&b, k);

@@ -13,7 +13,7 @@ int bind_crypto_open(lua_State *L);
  * crypto_base64_decoded_max(n) bytes. Returns 0 and *outlen, or -1 with the offset
  * of the first bad character in *bad (n when the length is impossible). */
 size_t crypto_base64_decoded_max(size_t n);
-int crypto_base64_decode(const char *s, size_t n, int url, unsigned char *out, size_t *outlen,
-                         size_t *bad);
+int crypto_base64_decode(const char *s, size_t n, int url, unsigned char *out,
+                         size_t *outlen, size_t *bad);
 
 #endif

@@ -405,27 +405,6 @@ static const char *multi_init(uv_loop_t *loop) {
 
 /* ------------------------------------------------------------------ Lua API */
 
-static task_t *require_task(lua_State *L, const char *what) {
-  task_t *t = task_from(L);
-  if (!t) {
-    if (script_running(script_from(L)))
-      luaL_error(L,
-                 "%s can only be called from a handler or a timer callback, not "
-                 "inside a coroutine the script created",
-                 what);
-    luaL_error(L,
-               "%s can only be called from a handler or a timer callback, not while "
-               "the script loads",
-               what);
-  }
-  if (!lua_isyieldable(L))
-    luaL_error(L,
-               "%s cannot suspend here (inside a metamethod, an iterator or a C "
-               "function such as table.sort or string.gsub)",
-               what);
-  return t;
-}
-
 /* What a request asks for; the strings stay on the Lua stack while we use them. */
 typedef struct spec {
   const char *url;
@@ -649,7 +628,7 @@ static int fail_now(lua_State *L, const char *msg) {
 
 /* Starts the request described by the table at t and suspends the task. */
 static int start(lua_State *L, int t, const char *what) {
-  task_t *task = require_task(L, what);
+  task_t *task = task_require(L, what);
   spec sp;
   read_spec(L, t, &sp, what);
   if (H.shut) return fail_now(L, "error: shutting down");

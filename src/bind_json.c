@@ -77,7 +77,6 @@ int json_utf8_valid(const char *s, size_t n) {
   return 1;
 }
 
-
 /* ---------------------------------------------------------------------------------
  * cJSON -> Lua
  * ------------------------------------------------------------------------------- */
@@ -216,7 +215,7 @@ void bind_json_push(lua_State *L, const cJSON *v) {
  * frees them then. On success they are freed at once. */
 typedef struct box {
   arena_t *arena; /* a decoded tree */
-  char *buf; /* from the state's allocator, cap bytes */
+  char *buf;      /* from the state's allocator, cap bytes */
   size_t cap;
 } box_t;
 
@@ -261,7 +260,6 @@ static int opt_max_depth(lua_State *L, int arg) {
   lua_pop(L, 1);
   return (int)d;
 }
-
 
 /* json.decode(s [, {max_depth = n}]) -> value | nil, err */
 static int l_decode(lua_State *L) {

@@ -31,5 +31,4 @@ int json_utf8_valid(const char *s, size_t n);
 /* Length of the well-formed UTF-8 sequence at p (a lead byte >= 0x80), or 0. */
 size_t json_utf8_seq(const unsigned char *p, size_t avail);
 
-
 #endif

@@ -369,28 +369,6 @@ static int l_handle_tostring(lua_State *L) {
   return 1;
 }
 
-/* Raises the error a suspending call gets outside a task. */
-static task_t *require_task(lua_State *L, const char *what) {
-  task_t *t = task_from(L);
-  if (!t) {
-    if (script_running(script_from(L)))
-      luaL_error(L,
-                 "%s can only be called from a handler or a timer callback, not "
-                 "inside a coroutine the script created",
-                 what);
-    luaL_error(L,
-               "%s can only be called from a handler or a timer callback, not while "
-               "the script loads",
-               what);
-  }
-  if (!lua_isyieldable(L))
-    luaL_error(L,
-               "%s cannot suspend here (inside a metamethod, an iterator or a C "
-               "function such as table.sort or string.gsub)",
-               what);
-  return t;
-}
-
 typedef struct sleeper {
   uv_timer_t h; /* first */
   task_t *task;
@@ -416,7 +394,7 @@ static void cancel_sleep(void *op) {
 
 static int l_sleep(lua_State *L) {
   uint64_t ms = check_ms(L, 1);
-  task_t *t = require_task(L, "timer.sleep");
+  task_t *t = task_require(L, "timer.sleep");
   sleeper *sp = malloc(sizeof *sp);
   if (!sp) return luaL_error(L, "not enough memory for timer.sleep");
   uv_loop_t *loop = script_loop(script_from(L));

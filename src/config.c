@@ -156,7 +156,8 @@ static int parse_listen(config *c, const char *s) {
   return 0;
 }
 
-static int add_list(strlist *l, const char *name, const char *s, char *err, size_t errlen) {
+static int add_list(strlist *l, const char *name, const char *s, char *err,
+                    size_t errlen) {
   /* "a,b,c": each non-empty piece is a value, copied; config_free frees them. */
   while (*s) {
     const char *comma = strchr(s, ',');

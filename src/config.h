@@ -33,7 +33,7 @@ typedef struct config {
   int log_format;
   uint64_t cpu_budget;   /* Lua instructions per run slice; 0 = none */
   uint64_t cpu_slice_ms; /* wall time per run slice; 0 = none */
-  size_t lua_memory;   /* bytes; 0 = none */
+  size_t lua_memory;     /* bytes; 0 = none */
   uint64_t handler_timeout_ms;
   size_t max_inflight;        /* events accepted and not settled; past it 503 */
   size_t dedup_window;        /* successful events remembered; 0 = off */

@@ -12,9 +12,9 @@ typedef struct key {
 } key;
 
 struct dedup {
-  size_t cap;   /* window */
-  key *ring;    /* cap entries */
-  size_t head;  /* oldest */
+  size_t cap;  /* window */
+  key *ring;   /* cap entries */
+  size_t head; /* oldest */
   size_t count;
   uint32_t *index; /* ring position + 1; 0 = empty */
   size_t mask;

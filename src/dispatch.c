@@ -46,7 +46,9 @@ void dispatch_shutdown(void) {
 }
 
 static metric_kind kind_of(const event_t *ev) {
-  return ev->kind == EV_CONNECTED ? MK_CONNECTED : ev->kind == EV_DISCONNECTED ? MK_DISCONNECTED : MK_OTHER;
+  return ev->kind == EV_CONNECTED      ? MK_CONNECTED
+         : ev->kind == EV_DISCONNECTED ? MK_DISCONNECTED
+                                       : MK_OTHER;
 }
 
 static void set_str(lua_State *L, const char *k, const char *v) {
@@ -118,7 +120,8 @@ static int push_event(lua_State *L) {
 static void finish_run(run *r) {
   int status = r->errors ? 500 : r->rejects ? 400 : 200;
   r->cbs.done(r->ud, status, status == 200 ? NULL : r->reason);
-  if (r->aeg_ref != LUA_NOREF) luaL_unref(script_lua(r->s), LUA_REGISTRYINDEX, r->aeg_ref);
+  if (r->aeg_ref != LUA_NOREF)
+    luaL_unref(script_lua(r->s), LUA_REGISTRYINDEX, r->aeg_ref);
   gen_unref(r->gen);
   batch_free(&r->batch);
   free(r);
@@ -128,7 +131,7 @@ static void note(run *r, const event_t *ev, task_status st, const char *err, int
                  int duplicate, uint64_t t0) {
   inflight--;
   double secs = (double)(uv_hrtime() - t0) / 1e9;
-  metric_outcome mo = duplicate              ? MO_DUPLICATE
+  metric_outcome mo = duplicate             ? MO_DUPLICATE
                       : st == TASK_ERROR    ? MO_ERROR
                       : st == TASK_TIMEOUT  ? MO_TIMEOUT
                       : st == TASK_REJECTED ? MO_REJECTED
@@ -265,8 +268,10 @@ static void make_aeg(run *r) {
   script_enter(r->s);
   int rc = lua_pcall(L, 1, 1, 0);
   script_leave(r->s);
-  if (rc == LUA_OK) r->aeg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  else lua_pop(L, 1);
+  if (rc == LUA_OK)
+    r->aeg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else
+    lua_pop(L, 1);
 }
 
 int dispatch_run(script_t *s, batch_t *b, const dispatch_meta *m, const dispatch_cbs *cbs,

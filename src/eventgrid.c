@@ -165,10 +165,9 @@ int eventgrid_is_json_type(const char *ct) {
   return n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
-static const char *const ce_attributes[] = {"specversion", "id",          "source",
-                                             "type",        "subject",     "time",
-                                             "datacontenttype", "dataschema", "data",
-                                             "data_base64"};
+static const char *const ce_attributes[] = {
+    "specversion",     "id",         "source", "type",       "subject", "time",
+    "datacontenttype", "dataschema", "data",   "data_base64"};
 
 int eventgrid_is_ce_attribute(const char *name) {
   for (size_t i = 0; i < sizeof ce_attributes / sizeof ce_attributes[0]; i++)
@@ -223,7 +222,8 @@ static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *
   ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
   if (cJSON_IsNull(ev->data)) ev->data = NULL; /* null means unset */
   if (ev->data_base64) {
-    if (ev->data) return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
+    if (ev->data)
+      return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
     size_t n = strlen(ev->data_base64), k, bad;
     unsigned char *tmp = malloc(crypto_base64_decoded_max(n));
     int r = tmp ? crypto_base64_decode(ev->data_base64, n, 0, tmp, &k, &bad) : -1;
@@ -271,7 +271,8 @@ static int parse_json(const char *text, size_t len, cJSON **out, arena_t *a, spa
                       decode_error *e) {
   if (memchr(text, '\0', len)) return fail(e, 400, -1, "body contains a NUL byte");
   json_error je;
-  cJSON *root = json_parse(text, len, a, EVENTGRID_MAX_DEPTH, sp ? add_span : NULL, sp, &je);
+  cJSON *root =
+      json_parse(text, len, a, EVENTGRID_MAX_DEPTH, sp ? add_span : NULL, sp, &je);
   if (sp && sp->oom) return fail(e, 500, -1, "out of memory");
   if (!root) {
     if (strcmp(je.msg, "out of memory") == 0) return fail(e, 500, -1, "out of memory");
@@ -358,8 +359,9 @@ static int decode_binary(const delivery *d, batch_t *b, decode_error *e) {
     int r = add_attribute(a, o, name, hv);
     if (r) {
       batch_free(b);
-      return r < 0 ? fail(e, 500, -1, "out of memory")
-                   : fail(e, 400, 0, "header '%s' is not valid percent-encoded UTF-8", hn);
+      return r < 0
+                 ? fail(e, 500, -1, "out of memory")
+                 : fail(e, 400, 0, "header '%s' is not valid percent-encoded UTF-8", hn);
     }
   }
   if (d->content_type) {

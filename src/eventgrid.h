@@ -41,8 +41,8 @@ typedef struct event {
 } event_t;
 
 typedef struct batch {
-  cJSON *root;  /* every string the events point to is in this tree */
-  void *arena;  /* which lives in this arena (arena_t) */
+  cJSON *root; /* every string the events point to is in this tree */
+  void *arena; /* which lives in this arena (arena_t) */
   event_t *events;
   size_t n;
   ev_schema schema;

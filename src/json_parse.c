@@ -21,12 +21,11 @@ typedef struct parser {
 /* Bytes that stand for themselves inside a string: printable ASCII but '"' and '\\'. */
 static const unsigned char plain[256] = {
 #define R16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
-    R16(0), R16(0),
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x20: '"' */
-    R16(1), R16(1),
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x50: '\\' */
-    R16(1), R16(1),
-    R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
+    R16(0), R16(0), 1,      1,      0,      1,      1,      1,      1,      1,
+    1,      1,      1,      1,      1,      1,      1,      1, /* 0x20: '"' */
+    R16(1), R16(1), 1,      1,      1,      1,      1,      1,      1,      1,
+    1,      1,      1,      1,      0,      1,      1,      1, /* 0x50: '\\' */
+    R16(1), R16(1), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0), R16(0),
 #undef R16
 };
 
@@ -51,15 +50,18 @@ static void skip_ws(parser *ps) {
     ps->p++;
 }
 
-
 static int hex4(const unsigned char *p, unsigned *out) {
   unsigned v = 0;
   for (int i = 0; i < 4; i++) {
     unsigned c = p[i], d;
-    if (c >= '0' && c <= '9') d = c - '0';
-    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-    else return -1;
+    if (c >= '0' && c <= '9')
+      d = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      d = c - 'A' + 10;
+    else
+      return -1;
     v = v << 4 | d;
   }
   *out = v;
@@ -98,14 +100,30 @@ static size_t put_utf8(unsigned char *o, unsigned cp) {
 static int escape(parser *ps, const unsigned char *p, unsigned *cp, size_t *len) {
   if (ps->end - p < 2) return -1;
   switch (p[1]) {
-  case '"': *cp = '"'; break;
-  case '\\': *cp = '\\'; break;
-  case '/': *cp = '/'; break;
-  case 'b': *cp = '\b'; break;
-  case 'f': *cp = '\f'; break;
-  case 'n': *cp = '\n'; break;
-  case 'r': *cp = '\r'; break;
-  case 't': *cp = '\t'; break;
+  case '"':
+    *cp = '"';
+    break;
+  case '\\':
+    *cp = '\\';
+    break;
+  case '/':
+    *cp = '/';
+    break;
+  case 'b':
+    *cp = '\b';
+    break;
+  case 'f':
+    *cp = '\f';
+    break;
+  case 'n':
+    *cp = '\n';
+    break;
+  case 'r':
+    *cp = '\r';
+    break;
+  case 't':
+    *cp = '\t';
+    break;
   case 'u': {
     unsigned u, lo;
     if (ps->end - p < 6 || hex4(p + 2, &u)) return -1;
@@ -122,7 +140,8 @@ static int escape(parser *ps, const unsigned char *p, unsigned *cp, size_t *len)
     *len = 6;
     return 0;
   }
-  default: return -1;
+  default:
+    return -1;
   }
   *len = 2;
   return 0;
@@ -189,10 +208,12 @@ static cJSON *number(parser *ps) {
     p++;
   }
   const unsigned char *digits = p;
-  if (p < e && *p == '0') p++;
+  if (p < e && *p == '0')
+    p++;
   else if (p < e && is_digit(*p))
     while (p < e && is_digit(*p)) p++;
-  else return fail(ps, s, "invalid number");
+  else
+    return fail(ps, s, "invalid number");
   size_t ndig = (size_t)(p - digits);
   if (p < e && *p == '.') {
     simple = 0;
@@ -206,7 +227,8 @@ static cJSON *number(parser *ps) {
     if (p >= e || !is_digit(*p)) return fail(ps, s, "invalid number");
     while (p < e && is_digit(*p)) p++;
   }
-  if (p < e && (is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-'))
+  if (p < e &&
+      (is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-'))
     return fail(ps, s, "invalid number");
   cJSON *n = node(ps, cJSON_Number);
   if (!n) return NULL;
@@ -219,7 +241,8 @@ static cJSON *number(parser *ps) {
   } else {
     char buf[64], *tmp = buf;
     size_t len = (size_t)(p - s);
-    if (len >= sizeof buf && !(tmp = arena_alloc(ps->a, len + 1))) return fail(ps, s, "out of memory");
+    if (len >= sizeof buf && !(tmp = arena_alloc(ps->a, len + 1)))
+      return fail(ps, s, "out of memory");
     memcpy(tmp, s, len);
     tmp[len] = '\0';
     d = strtod(tmp, NULL); /* the grammar was checked; the C locale is in force */
@@ -281,7 +304,8 @@ static cJSON *container(parser *ps, int object, int root) {
     char *key = NULL;
     if (object) {
       if (ps->p >= ps->end || *ps->p != '"')
-        return fail(ps, ps->p, ps->p >= ps->end ? "unexpected end" : "expected a string key");
+        return fail(ps, ps->p,
+                    ps->p >= ps->end ? "unexpected end" : "expected a string key");
       if (!(key = string(ps))) return NULL;
       skip_ws(ps);
       if (ps->p >= ps->end || *ps->p != ':') return fail(ps, ps->p, "expected ':'");
@@ -291,7 +315,8 @@ static cJSON *container(parser *ps, int object, int root) {
     const unsigned char *vstart = ps->p;
     cJSON *child = value(ps, 0);
     if (!child) return NULL;
-    if (root && ps->elem) ps->elem(ps->ud, (size_t)(vstart - ps->start), (size_t)(ps->p - vstart));
+    if (root && ps->elem)
+      ps->elem(ps->ud, (size_t)(vstart - ps->start), (size_t)(ps->p - vstart));
     json_append(n, child, key);
     skip_ws(ps);
     if (ps->p >= ps->end) return fail(ps, ps->p, "unexpected end");
@@ -324,16 +349,21 @@ static cJSON *literal(parser *ps, const char *word, int type) {
 static cJSON *value(parser *ps, int root) {
   if (ps->p >= ps->end) return fail(ps, ps->p, "unexpected end");
   switch (*ps->p) {
-  case '{': return container(ps, 1, 0);
-  case '[': return container(ps, 0, root);
+  case '{':
+    return container(ps, 1, 0);
+  case '[':
+    return container(ps, 0, root);
   case '"': {
     cJSON *n = node(ps, cJSON_String);
     if (n && !(n->valuestring = string(ps))) return NULL;
     return n;
   }
-  case 't': return literal(ps, "true", cJSON_True);
-  case 'f': return literal(ps, "false", cJSON_False);
-  case 'n': return literal(ps, "null", cJSON_NULL);
+  case 't':
+    return literal(ps, "true", cJSON_True);
+  case 'f':
+    return literal(ps, "false", cJSON_False);
+  case 'n':
+    return literal(ps, "null", cJSON_NULL);
   default:
     if (*ps->p == '-' || is_digit(*ps->p)) return number(ps);
     if (*ps->p >= 0x80 && !json_utf8_seq(ps->p, (size_t)(ps->end - ps->p)))
@@ -345,8 +375,15 @@ static cJSON *value(parser *ps, int root) {
 
 cJSON *json_parse(const char *s, size_t n, arena_t *a, int max_depth, json_elem_fn elem,
                   void *ud, json_error *err) {
-  parser ps = {(const unsigned char *)s, (const unsigned char *)s,
-               (const unsigned char *)s + n, a, 0, max_depth, elem, ud, err};
+  parser ps = {(const unsigned char *)s,
+               (const unsigned char *)s,
+               (const unsigned char *)s + n,
+               a,
+               0,
+               max_depth,
+               elem,
+               ud,
+               err};
   err->msg = NULL;
   err->off = 0;
   skip_ws(&ps);
@@ -356,7 +393,8 @@ cJSON *json_parse(const char *s, size_t n, arena_t *a, int max_depth, json_elem_
   if (ps.p != ps.end) {
     if (*ps.p >= 0x80 && !json_utf8_seq(ps.p, (size_t)(ps.end - ps.p)))
       return fail(&ps, ps.p, "invalid UTF-8");
-    return fail(&ps, ps.p, *ps.p < 0x20 ? "control character" : "trailing data after the value");
+    return fail(&ps, ps.p,
+                *ps.p < 0x20 ? "control character" : "trailing data after the value");
   }
   return root;
 }

@@ -91,7 +91,8 @@ static void close_all(luahookd *d) {
 static void on_shutdown_done(task_t *t, task_status st, const char *err, void *ud) {
   (void)t;
   luahookd *d = ud;
-  if (st != TASK_OK) log_write(LOG_ERROR, "on_shutdown failed", (log_kv[]){{"error", err}}, 1);
+  if (st != TASK_OK)
+    log_write(LOG_ERROR, "on_shutdown failed", (log_kv[]){{"error", err}}, 1);
   if (d->grace_over) { /* requests still hang on: no clean teardown is possible */
     log_warn("exiting with requests still in progress");
     _exit(0);
@@ -229,12 +230,13 @@ static int cmd_run(int argc, char **argv) {
            d.cfg.path);
   router_set_server(d.router, d.server);
   if (dispatch_set_dedup(d.cfg.dedup_window) != 0) {
-    fprintf(stderr, "luahook: no memory for a dedup window of %zu events\n", d.cfg.dedup_window);
+    fprintf(stderr, "luahook: no memory for a dedup window of %zu events\n",
+            d.cfg.dedup_window);
     return 1;
   }
   if (d.cfg.reload) d.watch = watch_start(d.loop, d.cfg.script, 0, on_file_change, &d);
   log_notice("listening on %s (script %s%s)", url, d.cfg.script,
-           d.watch ? ", reloads on change" : "");
+             d.watch ? ", reloads on change" : "");
 
   uv_run(d.loop, UV_RUN_DEFAULT);
   uv_run(d.loop, UV_RUN_NOWAIT); /* close callbacks of the last handles */

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                0.1,    0.25,  0.5,    1,     2.5,  5,     10, 25};
+static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                0.25,   0.5,   1,      2.5,   5,    10,    25};
 #define NBOUNDS (sizeof bounds / sizeof bounds[0])
 
 static uint64_t requests[600];
@@ -99,8 +99,9 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
   put(&o, "# HELP luahook_requests_total HTTP requests answered, by status code.\n"
           "# TYPE luahook_requests_total counter\n");
   for (int s = 100; s < 600; s++)
-    if (requests[s]) put(&o, "luahook_requests_total{code=\"%d\"} %llu\n", s,
-                         (unsigned long long)requests[s]);
+    if (requests[s])
+      put(&o, "luahook_requests_total{code=\"%d\"} %llu\n", s,
+          (unsigned long long)requests[s]);
   put(&o, "# HELP luahook_events_total Events by type and outcome.\n"
           "# TYPE luahook_events_total counter\n");
   for (int k = 0; k < MK_COUNT; k++)
@@ -124,35 +125,43 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
   put(&o, "luahook_handler_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
       (unsigned long long)cum);
   put(&o, "luahook_handler_duration_seconds_sum %.6f\n", hist_sum);
-  put(&o, "luahook_handler_duration_seconds_count %llu\n", (unsigned long long)hist_count);
-  put(&o, "# HELP luahook_events_in_flight Events accepted and not finished.\n"
-          "# TYPE luahook_events_in_flight gauge\nluahook_events_in_flight %ld\n",
+  put(&o, "luahook_handler_duration_seconds_count %llu\n",
+      (unsigned long long)hist_count);
+  put(&o,
+      "# HELP luahook_events_in_flight Events accepted and not finished.\n"
+      "# TYPE luahook_events_in_flight gauge\nluahook_events_in_flight %ld\n",
       g->inflight_events);
-  put(&o, "# HELP luahook_reloads_total Script loads after start-up, by result.\n"
-          "# TYPE luahook_reloads_total counter\n"
-          "luahook_reloads_total{result=\"ok\"} %llu\n"
-          "luahook_reloads_total{result=\"error\"} %llu\n",
+  put(&o,
+      "# HELP luahook_reloads_total Script loads after start-up, by result.\n"
+      "# TYPE luahook_reloads_total counter\n"
+      "luahook_reloads_total{result=\"ok\"} %llu\n"
+      "luahook_reloads_total{result=\"error\"} %llu\n",
       (unsigned long long)reloads[0], (unsigned long long)reloads[1]);
-  put(&o, "# HELP luahook_script_generation The generation of the script serving now.\n"
-          "# TYPE luahook_script_generation gauge\nluahook_script_generation %u\n",
+  put(&o,
+      "# HELP luahook_script_generation The generation of the script serving now.\n"
+      "# TYPE luahook_script_generation gauge\nluahook_script_generation %u\n",
       g->generation);
-  put(&o, "# HELP luahook_lua_heap_bytes Bytes allocated by the Lua state.\n"
-          "# TYPE luahook_lua_heap_bytes gauge\nluahook_lua_heap_bytes %zu\n",
+  put(&o,
+      "# HELP luahook_lua_heap_bytes Bytes allocated by the Lua state.\n"
+      "# TYPE luahook_lua_heap_bytes gauge\nluahook_lua_heap_bytes %zu\n",
       g->lua_bytes);
   put(&o, "# HELP luahook_outbound_requests_total Outbound HTTP calls by outcome.\n"
           "# TYPE luahook_outbound_requests_total counter\n");
   for (int c = 0; c < MC_COUNT; c++)
     put(&o, "luahook_outbound_requests_total{outcome=\"%s\"} %llu\n", call_names[c],
         (unsigned long long)outbound[c]);
-  put(&o, "# HELP luahook_outbound_requests_active Outbound HTTP calls in progress.\n"
-          "# TYPE luahook_outbound_requests_active gauge\nluahook_outbound_requests_active "
-          "%ld\n",
+  put(&o,
+      "# HELP luahook_outbound_requests_active Outbound HTTP calls in progress.\n"
+      "# TYPE luahook_outbound_requests_active gauge\nluahook_outbound_requests_active "
+      "%ld\n",
       g->outbound_active);
-  put(&o, "# HELP luahook_timer_errors_total Timer callbacks that failed.\n"
-          "# TYPE luahook_timer_errors_total counter\nluahook_timer_errors_total %llu\n",
+  put(&o,
+      "# HELP luahook_timer_errors_total Timer callbacks that failed.\n"
+      "# TYPE luahook_timer_errors_total counter\nluahook_timer_errors_total %llu\n",
       (unsigned long long)timer_errors);
-  put(&o, "# HELP luahook_connections Open client connections.\n"
-          "# TYPE luahook_connections gauge\nluahook_connections %d\n",
+  put(&o,
+      "# HELP luahook_connections Open client connections.\n"
+      "# TYPE luahook_connections gauge\nluahook_connections %d\n",
       g->connections);
   if (o.oom) {
     free(o.p);

@@ -6,7 +6,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum metric_kind { MK_CONNECTED, MK_DISCONNECTED, MK_OTHER, MK_COUNT } metric_kind;
+typedef enum metric_kind {
+  MK_CONNECTED,
+  MK_DISCONNECTED,
+  MK_OTHER,
+  MK_COUNT
+} metric_kind;
 
 typedef enum metric_outcome {
   MO_OK,
@@ -39,7 +44,8 @@ typedef struct metrics_gauges {
 } metrics_gauges;
 
 void metrics_request(int status);
-void metrics_event(metric_kind k, metric_outcome o, double seconds); /* seconds < 0: none */
+void metrics_event(metric_kind k, metric_outcome o,
+                   double seconds); /* seconds < 0: none */
 void metrics_reload(int ok);
 void metrics_outbound(metric_call c);
 void metrics_timer_error(void);

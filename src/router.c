@@ -254,8 +254,10 @@ static void answer_validation(router_t *r, request_t *req, batch_t *b) {
             (log_kv[]){{"subscription", sub}, {"validation_url", b->validation_url}}, 2);
   size_t len = 0;
   char *body = eventgrid_validation_response(b, &len);
-  if (body) request_respond(req, 200, "application/json", body, len, NULL, 0);
-  else respond_error(req, 500, "out of memory", -1, NULL);
+  if (body)
+    request_respond(req, 200, "application/json", body, len, NULL, 0);
+  else
+    respond_error(req, 500, "out of memory", -1, NULL);
   free(body);
 }
 
@@ -303,10 +305,12 @@ static void deliveries(router_t *r, request_t *req) {
   }
   for (size_t i = 0; i < b.n; i++)
     if (strcmp(b.events[i].type, EG_TYPE_DELETED) == 0) {
-      const cJSON *id = cJSON_GetObjectItemCaseSensitive(b.events[i].data, "eventSubscriptionId");
-      log_write(LOG_INFO, "subscription deleted",
-                (log_kv[]){{"event_subscription", cJSON_IsString(id) ? id->valuestring : NULL}},
-                1);
+      const cJSON *id =
+          cJSON_GetObjectItemCaseSensitive(b.events[i].data, "eventSubscriptionId");
+      log_write(
+          LOG_INFO, "subscription deleted",
+          (log_kv[]){{"event_subscription", cJSON_IsString(id) ? id->valuestring : NULL}},
+          1);
     }
   dispatch_meta m = {.delivery_count = -1,
                      .subscription_name = request_header(req, "aeg-subscription-name"),
@@ -340,7 +344,8 @@ static void metrics(router_t *r, request_t *req) {
     respond_error(req, 500, "out of memory", -1, NULL);
     return;
   }
-  request_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL, 0);
+  request_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL,
+                  0);
   free(text);
 }
 

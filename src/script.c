@@ -91,11 +91,8 @@ typedef struct binding {
 } binding;
 
 static const binding bindings[] = {
-    {"json", bind_json_open},
-    {"crypto", bind_crypto_open},
-    {"log", bind_log_open},
-    {"timer", bind_timer_open},
-    {"http", bind_http_open},
+    {"json", bind_json_open},   {"crypto", bind_crypto_open}, {"log", bind_log_open},
+    {"timer", bind_timer_open}, {"http", bind_http_open},
 };
 
 /* The folder of the script ("." when it has none), pushed on L. */

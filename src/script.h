@@ -25,7 +25,7 @@ typedef struct script_opts {
   const char *path;
   uint64_t cpu_budget;   /* instructions per run slice, 0 = none */
   uint64_t cpu_slice_ms; /* wall time per run slice, 0 = none */
-  size_t mem_limit;    /* bytes, 0 = none */
+  size_t mem_limit;      /* bytes, 0 = none */
   uint64_t handler_timeout_ms;
 } script_opts;
 

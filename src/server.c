@@ -336,7 +336,8 @@ void request_respond(request_t *r, int status, const char *ctype, const char *bo
       else
         r->discard = 1;
     }
-    send_response(c, status, ctype, body, len, extra, close, strcmp(r->method, "HEAD") == 0);
+    send_response(c, status, ctype, body, len, extra, close,
+                  strcmp(r->method, "HEAD") == 0);
   }
   if (was_pending) {
     if (!c->closing && !c->in_execute && !c->close_after_write) process(c);

@@ -218,6 +218,27 @@ void task_run(task_t *t, int nargs) {
   step(t, nargs);
 }
 
+task_t *task_require(lua_State *L, const char *what) {
+  task_t *t = task_from(L);
+  if (!t) {
+    if (script_running(script_from(L)))
+      luaL_error(L,
+                 "%s can only be called from a handler or a timer callback, not inside "
+                 "a coroutine the script created",
+                 what);
+    luaL_error(L,
+               "%s can only be called from a handler or a timer callback, not while the "
+               "script loads",
+               what);
+  }
+  if (!lua_isyieldable(L))
+    luaL_error(L,
+               "%s cannot suspend here (inside a metamethod, an iterator or a C function "
+               "such as table.sort or string.gsub)",
+               what);
+  return t;
+}
+
 int task_suspend(lua_State *L, task_t *t, task_cancel_fn cancel, void *op) {
   if (!lua_isyieldable(L)) /* before any state changes: the binding must not wait */
     return luaL_error(L, "cannot suspend here (inside a metamethod or a C function)");

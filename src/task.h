@@ -44,6 +44,11 @@ lua_State *task_thread(task_t *t);
  * top-level chunk, or a coroutine the script created itself). */
 task_t *task_from(lua_State *L);
 
+/* For C bindings: the task on L that a suspending call (named what) can suspend,
+ * or a Lua error that says why not (the script is loading, a coroutine of the
+ * script's own, or a C boundary such as a metamethod or table.sort). */
+task_t *task_require(lua_State *L, const char *what);
+
 /* For C bindings: suspend the running task until task_resume. Use as
  * `return task_suspend(L, t, cancel, op);`. */
 int task_suspend(lua_State *L, task_t *t, task_cancel_fn cancel, void *op);

@@ -37,8 +37,8 @@ int main(void) {
         snprintf(id, sizeof id, "ev-%d", k);
         int want = k > i - W;
         if (dedup_has(d, "/subscriptions/x", id) != want) {
-          fprintf(stderr, "after %d inserts, ev-%d member=%d wanted %d\n", i + 1, k, !want,
-                  want);
+          fprintf(stderr, "after %d inserts, ev-%d member=%d wanted %d\n", i + 1, k,
+                  !want, want);
           return 1;
         }
       }

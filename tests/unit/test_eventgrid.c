@@ -16,7 +16,8 @@ static const char *CONNECTED =
 
 static int decode(const char *body, const char *ct, const char *aeg, batch_t *b,
                   decode_error *e) {
-  delivery d = {.body = body, .len = strlen(body), .content_type = ct, .aeg_event_type = aeg};
+  delivery d = {
+      .body = body, .len = strlen(body), .content_type = ct, .aeg_event_type = aeg};
   return eventgrid_decode(&d, b, e);
 }
 

@@ -53,7 +53,8 @@ static void test_single_object_raw_trimmed(void) {
  * off the body for event_t.raw, so ev.raw began with EF BB BF (and the white space
  * after it). json_parse refuses a BOM, which is fine too (RFC 8259 section 8.1
  * allows either); what must not come back is a BOM inside raw. */
-static void check_bom_body(const char *body, size_t len, const char *ct, const char *first) {
+static void check_bom_body(const char *body, size_t len, const char *ct,
+                           const char *first) {
   batch_t b;
   decode_error e;
   if (decode(body, len, ct, &b, &e) != 0) {
@@ -69,14 +70,17 @@ static void check_bom_body(const char *body, size_t len, const char *ct, const c
 }
 
 static void test_bom_raw(void) {
-  static const char one[] =
-      "\xEF\xBB\xBF{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+  static const char one[] = "\xEF\xBB\xBF{\"specversion\":\"1.0\",\"id\":\"a\","
+                            "\"source\":\"/s\",\"type\":\"t\"}";
   static const char one_ws[] =
-      "\xEF\xBB\xBF \r\n{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
-  static const char arr[] = "\xEF\xBB\xBF[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":"
-                            "\"2024-03-01T10:00:00Z\"}]";
+      "\xEF\xBB\xBF "
+      "\r\n{\"specversion\":\"1.0\",\"id\":\"a\",\"source\":\"/s\",\"type\":\"t\"}";
+  static const char arr[] =
+      "\xEF\xBB\xBF[{\"id\":\"a\",\"eventType\":\"t\",\"eventTime\":"
+      "\"2024-03-01T10:00:00Z\"}]";
   check_bom_body(one, sizeof one - 1, "application/cloudevents+json", "{\"specversion\"");
-  check_bom_body(one_ws, sizeof one_ws - 1, "application/cloudevents+json", "{\"specversion\"");
+  check_bom_body(one_ws, sizeof one_ws - 1, "application/cloudevents+json",
+                 "{\"specversion\"");
   check_bom_body(arr, sizeof arr - 1, "application/json", "{\"id\"");
 }
 
@@ -100,7 +104,7 @@ static int lua_decode(const char *text, char *out, size_t outlen) {
   } else if (t == LUA_TTABLE) {
     lua_pushnil(L);
     if (lua_next(L, -2)) {
-      const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+      const char *s = lua_type(L, -1) == LUA_TSTRING   ? lua_tostring(L, -1)
                       : lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2)
                                                        : "";
       snprintf(out, outlen, "%s", s);
@@ -115,7 +119,8 @@ static int lua_decode(const char *text, char *out, size_t outlen) {
 static void test_json_decode_good_escapes(void) {
   char s[64];
   CHECK_INT(lua_decode("[\"a\\u0041\\u00e9b\"]", s, sizeof s), LUA_TTABLE);
-  CHECK_STR(s, "aA\xC3\xA9" "b");
+  CHECK_STR(s, "aA\xC3\xA9"
+               "b");
   CHECK_INT(lua_decode("\"a\\u0000b\"", s, sizeof s), LUA_TNIL);
 }
 
@@ -237,7 +242,8 @@ static void test_healthz_get(void) {
   rig g;
   char out[8192];
   rig_up(&g);
-  static const char req[] = "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  static const char req[] =
+      "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
   exchange(&g, req, sizeof req - 1, out, sizeof out);
   CHECK(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
   CHECK(strstr(out, "\r\n\r\n{") != NULL);
@@ -254,8 +260,9 @@ static void test_head_has_no_body(void) {
   rig g;
   char out[8192];
   rig_up(&g);
-  static const char req[] = "HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
-                            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+  static const char req[] =
+      "HEAD /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
   exchange(&g, req, sizeof req - 1, out, sizeof out);
   CHECK(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
   const char *end = strstr(out, "\r\n\r\n");

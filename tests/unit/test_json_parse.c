@@ -24,7 +24,8 @@ static void bad(const char *s, const char *word, size_t off) {
     exit(1);
   }
   if (!strstr(e.msg, word) || e.off != off) {
-    fprintf(stderr, "%s -> '%s' at %zu; wanted '%s' at %zu\n", s, e.msg, e.off, word, off);
+    fprintf(stderr, "%s -> '%s' at %zu; wanted '%s' at %zu\n", s, e.msg, e.off, word,
+            off);
     exit(1);
   }
 }
@@ -70,7 +71,8 @@ int main(void) {
   A = arena_new();
   agrees("{\"a\":1,\"b\":[true,false,null],\"c\":\"x\",\"d\":{}}");
   agrees("[1, -0, 0.5, 1e3, -2.5E-3, 123456789012345, 9007199254740993, 1e308]");
-  agrees("[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\", \"\\u00e9\\u20ac\\ud83d\\ude00\", \"\xc3\xa9\xe2\x82\xac\"]");
+  agrees("[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\", \"\\u00e9\\u20ac\\ud83d\\ude00\", "
+         "\"\xc3\xa9\xe2\x82\xac\"]");
   agrees("  [ ]  ");
   agrees("\"just a string\"");
   agrees("{\"dup\":1,\"dup\":2}");
@@ -100,14 +102,14 @@ int main(void) {
   bad("\"a\tb\"", "control character", 2);
   bad("\"\\x\"", "invalid escape", 1);
   bad("\"\\u12\"", "invalid escape", 1);
-  bad("\"\\ud800\"", "invalid escape", 1);       /* high surrogate alone */
-  bad("\"\\udc00\"", "invalid escape", 1);       /* low surrogate alone */
+  bad("\"\\ud800\"", "invalid escape", 1); /* high surrogate alone */
+  bad("\"\\udc00\"", "invalid escape", 1); /* low surrogate alone */
   bad("\"\\ud800\\u0041\"", "invalid escape", 1);
   bad("\"\\u0000\"", "\\u0000", 1);
   bad("\"\xff\"", "UTF-8", 1);
-  bad("\"\xc0\x80\"", "UTF-8", 1);                /* overlong NUL */
-  bad("\"\xed\xa0\x80\"", "UTF-8", 1);            /* encoded surrogate */
-  bad("\"\xf4\x90\x80\x80\"", "UTF-8", 1);        /* above U+10FFFF */
+  bad("\"\xc0\x80\"", "UTF-8", 1);         /* overlong NUL */
+  bad("\"\xed\xa0\x80\"", "UTF-8", 1);     /* encoded surrogate */
+  bad("\"\xf4\x90\x80\x80\"", "UTF-8", 1); /* above U+10FFFF */
   bad("[1] x", "trailing", 4);
   bad("[1]\x01", "control character", 3);
   bad("\xef\xbb\xbf[1]", "unexpected character", 0); /* a BOM is not JSON */
