@@ -30,7 +30,8 @@
 #                  most QUIET_WAIT s (then it measures anyway: see the "other" column)
 #   OTHER_MAX (10)  RETRIES (2): a run during which other processes used more than
 #                  OTHER_MAX % of one core is "disturbed" and done again (at most
-#                  RETRIES more times); medians use the undisturbed runs when there are any
+#                  RETRIES more times, while QUIET_WAIT is not spent); medians use the
+#                  undisturbed runs when there are any
 #   OUT_DIR (bench-results/<timestamp>)
 #
 # Output: OUT_DIR/table.md (also printed), runs.tsv (one line per run),
@@ -269,7 +270,7 @@ measure() {
       printf "%s\t%s\t%d\t%d\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%d\n", name, wl, c, rep, rps, rps * ev,
         v["p50_us"], v["p99_us"], v["p999_us"], hwm,
         v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"], v["non2xx"], v["requests"],
-        100 * srv / hz / secs, 100 * wrk / hz / secs, other, other > omax
+        100 * srv / hz / secs, 100 * wrk / hz / secs, other, (other > omax) ? 1 : 0
     }' <<< "$line")
   echo "$line" >> "$TSV"
   awk -F'\t' '{ printf "%s %s #%s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, peak RSS %.1f MiB, CPU server %d%% wrk %d%% other %d%%, errors %d, non-2xx %d%s\n",
@@ -344,6 +345,7 @@ section_throughput() {
         for attempt in $(seq 0 "$RETRIES"); do
           wait_quiet
           measure "$t" "$wl" "$rep" "${attempt#0}" && break
+          (( QUIET_LEFT > 0 )) || break   # the machine stays busy: retrying would not help
           (( attempt < RETRIES )) && log "  $t $wl #$rep disturbed by other processes: doing it again"
         done
       done

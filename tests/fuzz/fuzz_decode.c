@@ -15,7 +15,10 @@
  * On success the batch's invariants are checked (see check_batch), the validation
  * answer is built, and every event's data goes through bind_json_push, json.encode
  * and json.decode inside lua_pcall on one long-lived lua_State. Any broken invariant
- * aborts with a message (a finding). */
+ * aborts with a message (a finding).
+ * dictionary: fuzz_decode.dict
+ * ctest smoke: 30 s
+ */
 #include "arena.h"
 #include "bind_json.h"
 #include "eventgrid.h"
