@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_DEBOUNCE_MS 100
+#define DEFAULT_DEBOUNCE_MS 20
 
 struct watch {
   uv_fs_event_t ev;

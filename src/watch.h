@@ -13,7 +13,7 @@ typedef struct watch watch_t;
 typedef void (*watch_cb)(void *ud, const char *what);
 
 /* Starts watching; returns NULL with a logged warning when the folder cannot be
- * watched. debounce_ms 0 means the default (100 ms). */
+ * watched. debounce_ms 0 means the default (20 ms). */
 watch_t *watch_start(uv_loop_t *loop, const char *script, unsigned debounce_ms,
                      watch_cb cb, void *ud);
 /* Remembers the script's current content as already loaded (after a load that
