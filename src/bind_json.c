@@ -1,6 +1,6 @@
 /* bind_json: the `json` module (encode, decode, null, array) and bind_json_push, the
- * cJSON -> Lua conversion used for event data. Decoding is cJSON plus our own strict
- * pre-checks (UTF-8, control characters, numbers, depth); encoding writes straight
+ * cJSON -> Lua conversion used for event data. Decoding is json_parse (strict, into
+ * an arena) and then bind_json_push; encoding writes straight
  * into a byte buffer (no cJSON tree). The null sentinel and the array metatable are
  * kept in the registry; nothing here has C-global mutable state.
  */

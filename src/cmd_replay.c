@@ -2,6 +2,7 @@
  * through the script exactly as the daemon would, without HTTP: decode with
  * eventgrid, run with dispatch, one line per event on stdout. The loop runs
  * until the script's timers and calls are done, then the next file. */
+#include "arena.h"
 #include "commands.h"
 #include "config.h"
 #include "dispatch.h"
@@ -233,7 +234,9 @@ int cmd_replay(int argc, char **argv) {
     script_free(s);
   }
   /* Close callbacks of handles the script's bindings released. */
+  dispatch_shutdown();
   uv_run(&loop, UV_RUN_NOWAIT);
+  arena_drain_pool();
   if (uv_loop_close(&loop) != 0) log_debug("replay: handles still open at exit");
   config_free(&c);
   return rc;

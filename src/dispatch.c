@@ -24,11 +24,20 @@ typedef struct run {
   int settled; /* the current event finished while in_loop */
   int errors, rejects;
   int aeg_ref; /* the ev.aeg table shared by the batch's events, or LUA_NOREF */
+  struct run *next_deferred;
   char reason[512];
 } run;
 
 static long inflight;
 static dedup_t *window;
+
+/* A batch whose handlers keep finishing without suspending gives the loop back
+ * after SLICE_NS: it waits in this queue, which an idle handle (it keeps the loop
+ * from blocking in poll) drains on the next turn, after I/O has been served. */
+#define SLICE_NS 2000000
+static uv_idle_t idle;
+static int idle_ready;
+static run *deferred, *deferred_tail;
 
 long dispatch_inflight(void) {
   return inflight;
@@ -43,6 +52,10 @@ int dispatch_set_dedup(size_t n) {
 void dispatch_shutdown(void) {
   dedup_free(window);
   window = NULL;
+  if (idle_ready) {
+    uv_close((uv_handle_t *)&idle, NULL);
+    idle_ready = 0;
+  }
 }
 
 static metric_kind kind_of(const event_t *ev) {
@@ -233,11 +246,42 @@ static int start_event(run *r) {
   return r->settled;
 }
 
+static void on_idle(uv_idle_t *h) {
+  run *list = deferred;
+  deferred = deferred_tail = NULL;
+  uv_idle_stop(h);
+  while (list) {
+    run *r = list;
+    list = r->next_deferred;
+    advance(r);
+  }
+}
+
+static void defer(run *r) {
+  if (!idle_ready) {
+    uv_idle_init(script_loop(r->s), &idle);
+    idle_ready = 1;
+  }
+  r->next_deferred = NULL;
+  if (deferred_tail)
+    deferred_tail->next_deferred = r;
+  else
+    deferred = r;
+  deferred_tail = r;
+  uv_idle_start(&idle, on_idle);
+}
+
 static void advance(run *r) {
+  uint64_t t0 = uv_hrtime();
   r->in_loop = 1;
   while (r->next < r->batch.n) {
     if (!start_event(r)) { /* suspended: on_task_done continues the walk */
       r->in_loop = 0;
+      return;
+    }
+    if (r->next < r->batch.n && uv_hrtime() - t0 > SLICE_NS) {
+      r->in_loop = 0;
+      defer(r);
       return;
     }
   }

@@ -1,7 +1,7 @@
-/* eventgrid: validation and decoding of delivery bodies. A strict check of the
- * raw text (NUL, UTF-8, numbers, depth) that also finds each element's span, one
- * cJSON parse, then per-event field checks. The first problem found is reported
- * with the event's index. */
+/* eventgrid: validation and decoding of delivery bodies. One strict JSON parse
+ * into the batch's arena (json_parse, which also gives each element's span), then
+ * per-event field checks. The first problem found is reported with the event's
+ * index. */
 #include "eventgrid.h"
 #include "arena.h"
 #include "bind_crypto.h"
@@ -295,10 +295,7 @@ static int hexval(char c) {
   return -1;
 }
 
-/* CloudEvents binary mode: the attributes come from ce-* headers (percent-encoded),
- * datacontenttype from Content-Type, the data from the body. The event is built as
- * the object structured mode would have carried, then checked the same way. */
-/* Adds name = the percent-decoded value (which must be UTF-8 without NUL). */
+/* Adds attribute `name` to o: the header value, percent-decoded (UTF-8, no NUL). */
 static int add_attribute(arena_t *a, cJSON *o, const char *name, const char *hv) {
   size_t vl = strlen(hv), k = 0;
   char *v = arena_alloc(a, vl + 1);

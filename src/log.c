@@ -38,6 +38,7 @@ const char *log_level_name(log_level lv) {
 /* A record is built on the stack and moves to the heap when it outgrows it; a
  * record past MAX_RECORD is cut (inside a value, keeping the line valid). */
 #define MAX_RECORD (1024 * 1024)
+#define RESERVE    64
 
 typedef struct buf {
   char *data;
@@ -56,7 +57,8 @@ static int grow(buf *b, size_t need) {
     b->cut = 1;
     return 0;
   }
-  char *p = b->data == b->stack ? malloc(cap) : realloc(b->data, cap);
+  /* the allocation keeps RESERVE bytes past cap for closing a cut record */
+  char *p = b->data == b->stack ? malloc(cap + RESERVE) : realloc(b->data, cap + RESERVE);
   if (!p) {
     b->cut = 1;
     return 0;
@@ -97,28 +99,45 @@ static void put_json_str(buf *b, const char *s) {
   put(b, "\"", 1);
 }
 
-/* Text values are quoted when they hold spaces, quotes or '=' so lines stay
- * parseable; newlines (tracebacks) are kept as "\n" escapes. */
-static void put_text_value(buf *b, const char *s) {
-  int quote = *s == '\0' || strpbrk(s, " \"=\n\t") != NULL;
-  if (!quote) {
-    puts_(b, s);
-    return;
-  }
-  put(b, "\"", 1);
+static int needs_quotes(const char *s) {
+  if (*s == '\0') return 1;
   for (; *s; s++) {
-    if (*s == '"' || *s == '\\') {
-      put(b, "\\", 1);
-      put(b, s, 1);
-    } else if (*s == '\n') {
+    unsigned char c = (unsigned char)*s;
+    if (c <= ' ' || c == 0x7f || c == '"' || c == '=' || c == '\\') return 1;
+  }
+  return 0;
+}
+
+/* Text: a value is quoted when it holds spaces, quotes, '=' or control bytes, and
+ * control bytes are escaped (\n, \t, \r, \xHH) in values and messages alike, so
+ * nothing a script logs can forge another field or another line. */
+static void put_text(buf *b, const char *s, int quoted) {
+  if (quoted) put(b, "\"", 1);
+  for (; *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    char esc[8];
+    if (quoted && (c == '"' || c == '\\')) {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      put(b, esc, 2);
+    } else if (c == '\n') {
       put(b, "\\n", 2);
-    } else if (*s == '\t') {
+    } else if (c == '\t') {
       put(b, "\\t", 2);
+    } else if (c == '\r') {
+      put(b, "\\r", 2);
+    } else if (c < 0x20 || c == 0x7f) {
+      snprintf(esc, sizeof esc, "\\x%02x", c);
+      put(b, esc, 4);
     } else {
       put(b, s, 1);
     }
   }
-  put(b, "\"", 1);
+  if (quoted) put(b, "\"", 1);
+}
+
+static void put_text_value(buf *b, const char *s) {
+  put_text(b, s, needs_quotes(s));
 }
 
 static void put_time(buf *b) {
@@ -142,7 +161,7 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
   buf b;
   b.data = b.stack;
   b.len = 0;
-  b.cap = sizeof b.stack - 64; /* room kept for closing a cut record */
+  b.cap = sizeof b.stack - RESERVE; /* room kept for closing a cut record */
   b.cut = 0;
   if (format == LOG_JSON) {
     puts_(&b, "{\"time\":\"");
@@ -165,7 +184,7 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
       put_json_str(&b, kv[i].value);
     }
     if (b.cut) { /* close the value that was cut, then the object */
-      b.cap += 64;
+      b.cap += RESERVE;
       put(&b, "\"}", 2);
     } else {
       put(&b, "}", 1);
@@ -175,7 +194,7 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
     put(&b, " ", 1);
     puts_(&b, upper[lv]);
     put(&b, " ", 1);
-    puts_(&b, msg);
+    put_text(&b, msg, 0); /* a message cannot start a new line either */
     for (size_t i = 0; i < nkv; i++) {
       if (!kv[i].value) continue;
       put(&b, " ", 1);
@@ -185,7 +204,7 @@ void log_write(log_level lv, const char *msg, const log_kv *kv, size_t nkv) {
     }
   }
   if (b.cut && format == LOG_TEXT) {
-    b.cap += 64;
+    b.cap += RESERVE;
     put(&b, " (cut)", 6);
   }
   b.data[b.len++] = '\n';

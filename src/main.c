@@ -239,11 +239,10 @@ static int cmd_run(int argc, char **argv) {
              d.watch ? ", reloads on change" : "");
 
   uv_run(d.loop, UV_RUN_DEFAULT);
-  uv_run(d.loop, UV_RUN_NOWAIT); /* close callbacks of the last handles */
-
   router_free(d.router);
   script_free(d.script);
   dispatch_shutdown();
+  uv_run(d.loop, UV_RUN_NOWAIT); /* close callbacks of the last handles */
   arena_drain_pool();
   uv_loop_close(d.loop);
   config_free(&d.cfg);

@@ -223,10 +223,6 @@ static void on_head(request_t *req, void *ud) {
   respond_error(req, 404, "not found", -1, NULL);
 }
 
-typedef struct pending {
-  request_t *req;
-} pending;
-
 static void on_dispatched(void *ud, int status, const char *reason) {
   request_t *req = ud;
   if (status == 200)
@@ -234,8 +230,6 @@ static void on_dispatched(void *ud, int status, const char *reason) {
   else
     respond_error(req, status, reason ? reason : "handler failed", -1, NULL);
 }
-
-#define MAX_HEADERS 100
 
 static int is_deletion(const char *aeg) {
   return aeg && (strcasecmp(aeg, "SubscriptionDeletion") == 0 ||
@@ -262,9 +256,8 @@ static void answer_validation(router_t *r, request_t *req, batch_t *b) {
 }
 
 static void deliveries(router_t *r, request_t *req) {
-  const char *names[MAX_HEADERS], *values[MAX_HEADERS];
+  const char *names[SERVER_MAX_HEADERS], *values[SERVER_MAX_HEADERS];
   size_t nh = request_header_count(req);
-  if (nh > MAX_HEADERS) nh = MAX_HEADERS;
   for (size_t i = 0; i < nh; i++) request_header_at(req, i, &names[i], &values[i]);
   delivery d = {.content_type = request_header(req, "content-type"),
                 .aeg_event_type = request_header(req, "aeg-event-type"),

@@ -165,7 +165,6 @@ script_t *script_new(uv_loop_t *loop, const script_opts *o) {
   /* Threads copy the main thread's extra space, where task keeps its pointer:
    * coroutines the script makes itself must read NULL there, not garbage. */
   *(void **)lua_getextraspace(s->L) = NULL;
-  /* lua_gc(s->L, LUA_GCGEN, 0, 0); */
   lua_pushcfunction(s->L, open_state);
   lua_pushlightuserdata(s->L, s);
   if (lua_pcall(s->L, 1, 0, 0) != LUA_OK) {

@@ -16,10 +16,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_HEADERS 100
-#define READ_CHUNK  (64 * 1024)
-#define MAX_WRITES  16   /* queued responses before the parser waits */
-#define LINGER_MS   2000 /* reading and dropping after a closing response */
+#define READ_CHUNK (64 * 1024)
+#define MAX_WRITES 16   /* queued responses before the parser waits */
+#define LINGER_MS  2000 /* reading and dropping after a closing response */
 
 typedef struct hdr {
   uint32_t name, value; /* offsets into head */
@@ -33,9 +32,10 @@ struct request {
   size_t head_len, head_cap;
   size_t url_end;
   uint32_t path, query;
-  hdr hdrs[MAX_HEADERS];
+  hdr hdrs[SERVER_MAX_HEADERS];
   size_t nhdrs;
-  int in_field; /* the parser is inside a header name */
+  int in_field;  /* the parser is inside a header name */
+  int head_done; /* headers complete: later header callbacks are trailers */
   char method[24];
   char *body;
   size_t body_len, body_cap;
@@ -49,8 +49,10 @@ struct request {
 };
 
 /* PH_NEW: a fresh connection gets the head timeout for its first byte; PH_IDLE:
- * a keep-alive connection between requests gets the idle timeout. */
-enum phase { PH_NEW, PH_IDLE, PH_HEAD, PH_BODY, PH_HANDLER, PH_LINGER };
+ * a keep-alive connection between requests gets the idle timeout; PH_DRAIN: the
+ * connection waits for its responses to be written (a client that stops reading
+ * gets the body timeout, then is closed). */
+enum phase { PH_NEW, PH_IDLE, PH_HEAD, PH_BODY, PH_HANDLER, PH_DRAIN, PH_LINGER };
 
 struct conn {
   uv_tcp_t tcp;
@@ -200,6 +202,7 @@ static void arm(conn *c, enum phase ph) {
     ms = c->srv->opts.header_timeout_ms;
     break;
   case PH_BODY:
+  case PH_DRAIN:
     ms = c->srv->opts.body_timeout_ms;
     break;
   case PH_LINGER:
@@ -372,17 +375,19 @@ static void on_timeout(uv_timer_t *t) {
   switch (c->phase) {
   case PH_HEAD:
   case PH_BODY:
-    if (!c->close_after_write && !c->req.in_handler) {
+    /* one answer per request: one that was answered from its head just closes */
+    if (!c->close_after_write && !c->req.in_handler && !c->req.responded) {
       log_write(LOG_INFO, "request timed out",
                 (log_kv[]){{"phase", c->phase == PH_HEAD ? "head" : "body"}}, 1);
       send_error(c, 408, "request not received in time");
-      c->phase = PH_HANDLER; /* the write's completion lingers, then closes */
+      arm(c, PH_DRAIN); /* the write's completion lingers, then closes */
       return;
     }
     conn_close(c);
     return;
   case PH_NEW:
   case PH_IDLE:
+  case PH_DRAIN:
   case PH_LINGER:
     conn_close(c);
     return;
@@ -419,7 +424,8 @@ static int on_message_begin(llhttp_t *p) {
   conn *c = p->data;
   request_t *r = &c->req;
   r->head_len = r->body_len = r->nhdrs = r->url_end = 0;
-  r->in_field = r->in_handler = r->responded = r->discard = r->body_done = 0;
+  r->in_field = r->in_handler = r->responded = r->discard = r->body_done = r->head_done =
+      0;
   r->expect_continue = 0;
   r->events = -1;
   r->method[0] = '\0';
@@ -451,8 +457,9 @@ static int on_url_complete(llhttp_t *p) {
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   conn *c = p->data;
   request_t *r = &c->req;
+  if (r->head_done) return 0; /* chunked trailers are not request headers */
   if (!r->in_field) {
-    if (r->nhdrs == MAX_HEADERS) {
+    if (r->nhdrs == SERVER_MAX_HEADERS) {
       c->abort_status = 431;
       return HPE_USER;
     }
@@ -465,6 +472,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 static int on_header_field_complete(llhttp_t *p) {
   conn *c = p->data;
   request_t *r = &c->req;
+  if (r->head_done) return 0;
   if (head_append(c, "", 1)) return HPE_USER;
   r->hdrs[r->nhdrs].value = (uint32_t)r->head_len;
   r->in_field = 0;
@@ -472,12 +480,14 @@ static int on_header_field_complete(llhttp_t *p) {
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  return head_append(p->data, at, len);
+  conn *c = p->data;
+  return c->req.head_done ? 0 : head_append(c, at, len);
 }
 
 static int on_header_value_complete(llhttp_t *p) {
   conn *c = p->data;
   request_t *r = &c->req;
+  if (r->head_done) return 0;
   if (head_append(c, "", 1)) return HPE_USER;
   r->nhdrs++;
   return 0;
@@ -487,6 +497,7 @@ static int on_headers_complete(llhttp_t *p) {
   conn *c = p->data;
   request_t *r = &c->req;
   server_t *s = c->srv;
+  r->head_done = 1;
   snprintf(r->method, sizeof r->method, "%s", llhttp_method_name(llhttp_get_method(p)));
   const char *expect = request_header(r, "expect");
   r->expect_continue = expect && strcasecmp(expect, "100-continue") == 0 &&
@@ -552,7 +563,7 @@ static int on_message_complete(llhttp_t *p) {
   r->body_done = 1;
   if (r->responded) { /* answered from the head; its body is now drained */
     arm(c, PH_IDLE);
-    return 0;
+    return c->writes >= MAX_WRITES ? HPE_PAUSED : 0;
   }
   arm(c, PH_HANDLER);
   r->in_handler = 1;
@@ -591,7 +602,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (n == 0) return;
-  if (c->phase == PH_LINGER) return;
+  if (c->phase == PH_LINGER || c->close_after_write)
+    return; /* dropped: nothing more is parsed */
   c->in_len += (size_t)n;
   process(c);
 }
@@ -626,8 +638,13 @@ static void parse_error(conn *c, llhttp_errno_t err) {
  * wait (a request is being handled, too many writes are queued, or it closes). */
 static void process(conn *c) {
   while (!c->closing && !c->close_after_write) {
-    if (c->req.in_handler || c->writes >= MAX_WRITES) {
+    if (c->req.in_handler) {
       read_stop(c);
+      return;
+    }
+    if (c->writes >= MAX_WRITES) { /* the client is not reading its answers */
+      read_stop(c);
+      arm(c, PH_DRAIN);
       return;
     }
     if (c->paused) {
@@ -654,8 +671,13 @@ static void process(conn *c) {
       continue;
     }
     read_stop(c);
-    if (c->req.in_handler) { /* cannot happen: the parser pauses after a request */
-      conn_close(c);
+    /* in a handler: cannot happen (the parser pauses after a request); answered
+     * already (CONNECT, Upgrade): one answer per request, so just close */
+    if (c->req.in_handler || (c->req.responded && c->abort_status == 0)) {
+      if (c->writes)
+        c->close_after_write = 1;
+      else
+        conn_close(c);
       return;
     }
     parse_error(c, err);

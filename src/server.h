@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#define SERVER_MAX_HEADERS 100 /* more make a request 431 */
+
 typedef struct server server_t;
 typedef struct request request_t;
 

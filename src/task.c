@@ -12,6 +12,8 @@
 #include <string.h>
 #include <uv.h>
 
+static const char REJECT_KEY = 'R';
+
 struct task {
   script_t *s;
   lua_State *co;
@@ -189,7 +191,9 @@ static void step(task_t *t, int nargs) {
            "(http, timer.sleep) may yield");
     return;
   }
-  if (t->rejected) {
+  /* Rejected only if the reject is what ended the run: a script that caught it
+   * and then failed otherwise (or returned) is judged by that. */
+  if (st != LUA_OK && t->rejected && lua_touserdata(t->co, -1) == &REJECT_KEY) {
     finish(t, TASK_REJECTED, t->reason ? t->reason : "rejected");
     return;
   }
@@ -270,5 +274,6 @@ int task_reject(lua_State *L) {
     t->rejected = 1;
     t->reason = strdup(why);
   }
-  return luaL_error(L, "rejected: %s", why);
+  lua_pushlightuserdata(L, (void *)&REJECT_KEY); /* the error value that marks a reject */
+  return lua_error(L);
 }
