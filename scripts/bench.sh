@@ -13,7 +13,9 @@
 #
 # Targets (bench/ holds their files):
 #   ceiling   nginx, 1 process, `return 200;` (bench/nginx-ceiling.conf.in)
-#   luahook   build/luahook run bench/handler.lua --log-level warn
+#   luahook        build/luahook run bench/handler.lua --dedup-window 0
+#   luahook_call   the same plus one http.post per event to the ceiling's nginx
+#                  (bench/handler-outbound.lua)
 # Workloads (keep-alive POSTs to /api/events, wrk -t1 --latency):
 #   W1  bench/body1.json  (1 event)    $CONNS connections       throughput
 #   W2  bench/body10.json (10 events)  $CONNS connections       batch throughput
@@ -23,7 +25,8 @@
 #   DURATION (10)  seconds per measured run     REPS (3)       runs per target and workload
 #   WARMUP (3)     seconds of warm-up per target and workload (0 = none)
 #   WORKLOADS ("W1 W2 W3")   CONNS (50)   LAT_CONNS (10)
-#   TARGETS ("ceiling luahook")   BASE_PORT (18180): target i listens on BASE_PORT+i
+#   TARGETS ("ceiling luahook luahook_call")   SECTIONS ("throughput reload")
+#   RELOADS (20): saves in the reload section   BASE_PORT (18180): target i listens on BASE_PORT+i
 #   SERVER_CPU (0)  CLIENT_CPU (1)   SKIP_BUILD (0; 1 = skip setup.sh and build.sh)
 #   QUIET_MAX (15)  QUIET_WAIT (300): before each run, wait until other processes
 #                  use at most QUIET_MAX % of one core; all waits together last at
@@ -38,7 +41,9 @@
 # raw/*.txt (wrk output), logs/*.log (server output), env.txt (machine, versions).
 # Exit status: 0, or 1 when something failed or a run saw socket errors / non-2xx.
 #
-# Extending it (planned: reload latency, outbound call):
+# Sections: throughput (the table of targets x workloads) and reload (the time from
+# saving the handler to the new code serving, under load; bench/reload.mjs).
+# Extending it:
 #   - a new target: define target_NAME below (it must `exec` a server listening
 #     on 127.0.0.1:$PORT that answers 200 to a POST of bench/body1.json) and add
 #     NAME to TARGETS; it gets a row per workload and a ratio to the ceiling.
@@ -57,8 +62,8 @@ WARMUP=${WARMUP:-3}
 WORKLOADS=${WORKLOADS:-"W1 W2 W3"}
 CONNS=${CONNS:-50}
 LAT_CONNS=${LAT_CONNS:-10}
-TARGETS=${TARGETS:-"ceiling luahook"}
-SECTIONS=${SECTIONS:-throughput}
+TARGETS=${TARGETS:-"ceiling luahook luahook_call"}
+SECTIONS=${SECTIONS:-"throughput reload"}
 BASE_PORT=${BASE_PORT:-18180}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -134,8 +139,22 @@ target_ceiling() {
   exec nginx -p "$TDIR" "${elog[@]}" -c "$TDIR/nginx.conf" -g 'daemon off; master_process off;'
 }
 
+# wrk sends the same body again and again, so its events have the same ids: with
+# the dedup window on, luahook would skip every handler after the first request.
+# The other receivers run theirs every time, and so must luahook here.
 target_luahook() {
-  exec "$LUAHOOK" run "$BENCH/handler.lua" --listen "127.0.0.1:$PORT" --log-level warn
+  exec "$LUAHOOK" run "$BENCH/handler.lua" --listen "127.0.0.1:$PORT" --log-level warn \
+    --dedup-window 0
+}
+
+# The same handler plus one outbound POST per event, to the ceiling's nginx (which
+# then shares CPU $SERVER_CPU with luahook: read the row as "what a call costs on
+# one core").
+target_luahook_call() {
+  local sink=${TPORT[ceiling]:-}
+  [[ -n "$sink" ]] || { echo "luahook_call needs the ceiling target as its sink" >&2; exit 1; }
+  SINK_URL="http://127.0.0.1:$sink/sink" exec "$LUAHOOK" run "$BENCH/handler-outbound.lua" \
+    --listen "127.0.0.1:$PORT" --log-level warn --dedup-window 0
 }
 
 i=0
@@ -358,6 +377,27 @@ section_throughput() {
     echo
     render_throughput
   } >> "$TABLE"
+}
+
+# Reload: RELOADS saves of the handler (three save styles in turn) while four
+# clients keep posting events; the time from each save to /healthz reporting the
+# new generation, and every answer that was not 200 (there must be none).
+section_reload() {
+  local raw=$OUT_DIR/raw/reload.txt line
+  command -v node >/dev/null || die "node is needed for the reload section"
+  log "reload: ${RELOADS:-20} saves under load"
+  node "$BENCH/reload.mjs" "$LUAHOOK" "${RELOADS:-20}" > "$raw" 2>&1 || log "reload: some requests failed"
+  line=$(grep '^RESULT ' "$raw") || die "no result from bench/reload.mjs: $(tail -3 "$raw" | tr '\n' ' ')"
+  {
+    echo "### Reload under load"
+    echo
+    echo "| saves | median ms (save -> new code serving) | worst ms | requests during the saves | failed |"
+    echo "|--:|--:|--:|--:|--:|"
+    awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+           printf "| %s | %s | %s | %s | %s |\n", v["saves"], v["median_ms"], v["worst_ms"], v["requests"], v["failed"] }' <<< "$line"
+    echo
+  } >> "$TABLE"
+  log "reload: $line"
 }
 
 for s in $SECTIONS; do

@@ -100,34 +100,77 @@ static void push_cloudevent(lua_State *L, const event_t *ev) {
 }
 
 /* Builds the event table; runs inside lua_pcall so memory errors are caught. */
+/* The event table is built by a C closure whose upvalues hold the field names and
+ * a few values every event repeats, already interned: no string lookup per field. */
+enum {
+  K_ID = 1, K_TYPE, K_SUBJECT, K_TIME, K_SOURCE, K_DATA_VERSION, K_SCHEMA, K_DATA,
+  K_DELIVERY_COUNT, K_AEG, K_RAW, V_EVENTGRID, V_CLOUDEVENTS, V_CONNECTED, V_DISCONNECTED,
+  N_UPVALUES = V_DISCONNECTED
+};
+static const char *const upvalue_text[N_UPVALUES] = {
+    "id",          "type",        "subject",   "time",          "source",
+    "data_version", "schema",     "data",      "delivery_count", "aeg",
+    "raw",         "eventgrid",   "cloudevents", EG_TYPE_CONNECTED, EG_TYPE_DISCONNECTED};
+
+static void set_up(lua_State *L, int key, const char *v) {
+  if (!v) return;
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_pushstring(L, v);
+  lua_rawset(L, -3);
+}
+
+/* Pops the value on top into field key of the table below it. */
+static void put_up(lua_State *L, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  lua_insert(L, -2);
+  lua_rawset(L, -3);
+}
+
 static int push_event(lua_State *L) {
   const event_t *ev = lua_touserdata(L, 1);
   const run *r = lua_touserdata(L, 2);
   lua_createtable(L, 0, 12);
-  set_str(L, "id", ev->id);
-  set_str(L, "type", ev->type);
-  set_str(L, "subject", ev->subject);
-  set_str(L, "time", ev->time);
-  set_str(L, "source", ev->source);
-  set_str(L, "data_version", ev->data_version);
-  set_str(L, "schema",
-          r->batch.schema == SCHEMA_CLOUDEVENTS ? "cloudevents" : "eventgrid");
+  set_up(L, K_ID, ev->id);
+  if (ev->kind == EV_OTHER) {
+    set_up(L, K_TYPE, ev->type);
+  } else {
+    lua_pushvalue(L, lua_upvalueindex(ev->kind == EV_CONNECTED ? V_CONNECTED : V_DISCONNECTED));
+    put_up(L, K_TYPE);
+  }
+  set_up(L, K_SUBJECT, ev->subject);
+  set_up(L, K_TIME, ev->time);
+  set_up(L, K_SOURCE, ev->source);
+  set_up(L, K_DATA_VERSION, ev->data_version);
+  lua_pushvalue(L, lua_upvalueindex(r->batch.schema == SCHEMA_CLOUDEVENTS ? V_CLOUDEVENTS
+                                                                          : V_EVENTGRID));
+  put_up(L, K_SCHEMA);
   if (ev->data) {
     bind_json_push(L, ev->data);
-    lua_setfield(L, -2, "data");
+    put_up(L, K_DATA);
   }
   if (r->meta.delivery_count >= 0) {
     lua_pushinteger(L, r->meta.delivery_count);
-    lua_setfield(L, -2, "delivery_count");
+    put_up(L, K_DELIVERY_COUNT);
   }
   if (r->aeg_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->aeg_ref);
-    lua_setfield(L, -2, "aeg");
+    put_up(L, K_AEG);
   }
   lua_pushlstring(L, ev->raw, ev->raw_len);
-  lua_setfield(L, -2, "raw");
+  put_up(L, K_RAW);
   if (r->batch.schema == SCHEMA_CLOUDEVENTS) push_cloudevent(L, ev);
   return 1;
+}
+
+static const char BUILDER_KEY = 'B'; /* registry: the push_event closure */
+
+static void push_builder(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &BUILDER_KEY) == LUA_TFUNCTION) return;
+  lua_pop(L, 1);
+  for (int i = 0; i < N_UPVALUES; i++) lua_pushstring(L, upvalue_text[i]);
+  lua_pushcclosure(L, push_event, N_UPVALUES);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &BUILDER_KEY);
 }
 
 static void finish_run(run *r) {
@@ -230,7 +273,7 @@ static int start_event(run *r) {
   task_set_label(t, ev->id);
   lua_State *co = task_thread(t);
   gen_push_global(co, r->gen, script_hook_names[hook]);
-  lua_pushcfunction(co, push_event);
+  push_builder(co);
   lua_pushlightuserdata(co, (void *)ev);
   lua_pushlightuserdata(co, r);
   script_enter(r->s);

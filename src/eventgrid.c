@@ -63,20 +63,30 @@ static const char *str_field(const cJSON *obj, const char *name) {
 }
 
 /* An optional string field: absent or null is fine, any other type is not. */
-static int opt_str(const cJSON *obj, const char *name, const char **out, long i,
+/* Finds the members named in names[] in one pass over the object (the first of a
+ * repeated name wins, as with cJSON_GetObjectItemCaseSensitive). */
+static void members(const cJSON *o, const char *const *names, const cJSON **out, int n) {
+  for (int k = 0; k < n; k++) out[k] = NULL;
+  for (const cJSON *c = o->child; c; c = c->next)
+    for (int k = 0; k < n; k++)
+      if (!out[k] && c->string[0] == names[k][0] && strcmp(c->string, names[k]) == 0) {
+        out[k] = c;
+        break;
+      }
+}
+
+/* An optional string member f: absent or null is fine, any other type is not. */
+static int opt_str(const cJSON *f, const char *name, const char **out, long i,
                    decode_error *e) {
-  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
   *out = NULL;
   if (!f || cJSON_IsNull(f)) return 0;
-  if (!cJSON_IsString(f))
-    return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
+  if (!cJSON_IsString(f)) return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
   *out = f->valuestring;
   return 0;
 }
 
-static int req_str(const cJSON *obj, const char *name, const char **out, long i,
+static int req_str(const cJSON *f, const char *name, const char **out, long i,
                    decode_error *e) {
-  const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
   if (!f) return fail(e, 400, i, "event %ld: missing '%s'", i, name);
   if (!cJSON_IsString(f) || f->valuestring[0] == '\0')
     return fail(e, 400, i, "event %ld: '%s' must be a non-empty string", i, name);
@@ -187,43 +197,56 @@ static int check_signalr_data(const event_t *ev, long i, decode_error *e) {
   return 0;
 }
 
+enum { EG_ID, EG_TYPE, EG_TIME, EG_SUBJECT, EG_TOPIC, EG_DATAVERSION, EG_DATA, EG_N };
+static const char *const eg_names[EG_N] = {"id",    "eventType",   "eventTime", "subject",
+                                            "topic", "dataVersion", "data"};
+
 static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_error *e) {
+  const cJSON *f[EG_N];
   long long t;
-  if (req_str(o, "id", &ev->id, i, e) || req_str(o, "eventType", &ev->type, i, e))
+  members(o, eg_names, f, EG_N);
+  if (req_str(f[EG_ID], "id", &ev->id, i, e) || req_str(f[EG_TYPE], "eventType", &ev->type, i, e))
     return -1;
-  const cJSON *tf = cJSON_GetObjectItemCaseSensitive(o, "eventTime");
-  if (!tf) return fail(e, 400, i, "event %ld: missing 'eventTime'", i);
-  if (!cJSON_IsString(tf) || eventgrid_parse_time(tf->valuestring, &t))
+  if (!f[EG_TIME]) return fail(e, 400, i, "event %ld: missing 'eventTime'", i);
+  if (!cJSON_IsString(f[EG_TIME]) || eventgrid_parse_time(f[EG_TIME]->valuestring, &t))
     return fail(e, 400, i, "event %ld: 'eventTime' is not an RFC 3339 time", i);
-  ev->time = tf->valuestring;
-  if (opt_str(o, "subject", &ev->subject, i, e) ||
-      opt_str(o, "topic", &ev->source, i, e) ||
-      opt_str(o, "dataVersion", &ev->data_version, i, e))
+  ev->time = f[EG_TIME]->valuestring;
+  if (opt_str(f[EG_SUBJECT], "subject", &ev->subject, i, e) ||
+      opt_str(f[EG_TOPIC], "topic", &ev->source, i, e) ||
+      opt_str(f[EG_DATAVERSION], "dataVersion", &ev->data_version, i, e))
     return -1;
-  ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
+  ev->data = f[EG_DATA];
   return 0;
 }
 
+enum { CE_SPEC, CE_ID, CE_SOURCE, CE_TYPE, CE_SUBJECT, CE_TIME, CE_SCHEMA, CE_DCT, CE_B64,
+       CE_DATA, CE_N };
+static const char *const ce_names[CE_N] = {
+    "specversion", "id",         "source",          "type",        "subject",
+    "time",        "dataschema", "datacontenttype", "data_base64", "data"};
+
 static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *e) {
+  const cJSON *f[CE_N];
   const char *spec, *schema;
   long long t;
-  if (req_str(o, "specversion", &spec, i, e) || req_str(o, "id", &ev->id, i, e) ||
-      req_str(o, "source", &ev->source, i, e) || req_str(o, "type", &ev->type, i, e))
+  members(o, ce_names, f, CE_N);
+  if (req_str(f[CE_SPEC], "specversion", &spec, i, e) || req_str(f[CE_ID], "id", &ev->id, i, e) ||
+      req_str(f[CE_SOURCE], "source", &ev->source, i, e) ||
+      req_str(f[CE_TYPE], "type", &ev->type, i, e))
     return -1;
   if (strcmp(spec, "1.0") != 0)
     return fail(e, 400, i, "event %ld: unsupported specversion '%s'", i, spec);
-  if (opt_str(o, "subject", &ev->subject, i, e) || opt_str(o, "time", &ev->time, i, e) ||
-      opt_str(o, "dataschema", &schema, i, e) ||
-      opt_str(o, "datacontenttype", &ev->datacontenttype, i, e) ||
-      opt_str(o, "data_base64", &ev->data_base64, i, e))
+  if (opt_str(f[CE_SUBJECT], "subject", &ev->subject, i, e) ||
+      opt_str(f[CE_TIME], "time", &ev->time, i, e) ||
+      opt_str(f[CE_SCHEMA], "dataschema", &schema, i, e) ||
+      opt_str(f[CE_DCT], "datacontenttype", &ev->datacontenttype, i, e) ||
+      opt_str(f[CE_B64], "data_base64", &ev->data_base64, i, e))
     return -1;
   if (ev->time && eventgrid_parse_time(ev->time, &t))
     return fail(e, 400, i, "event %ld: 'time' is not an RFC 3339 time", i);
-  ev->data = cJSON_GetObjectItemCaseSensitive(o, "data");
-  if (cJSON_IsNull(ev->data)) ev->data = NULL; /* null means unset */
+  ev->data = cJSON_IsNull(f[CE_DATA]) ? NULL : f[CE_DATA]; /* null means unset */
   if (ev->data_base64) {
-    if (ev->data)
-      return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
+    if (ev->data) return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
     size_t n = strlen(ev->data_base64), k, bad;
     unsigned char *tmp = malloc(crypto_base64_decoded_max(n));
     int r = tmp ? crypto_base64_decode(ev->data_base64, n, 0, tmp, &k, &bad) : -1;
