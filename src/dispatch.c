@@ -103,14 +103,38 @@ static void push_cloudevent(lua_State *L, const event_t *ev) {
 /* The event table is built by a C closure whose upvalues hold the field names and
  * a few values every event repeats, already interned: no string lookup per field. */
 enum {
-  K_ID = 1, K_TYPE, K_SUBJECT, K_TIME, K_SOURCE, K_DATA_VERSION, K_SCHEMA, K_DATA,
-  K_DELIVERY_COUNT, K_AEG, K_RAW, V_EVENTGRID, V_CLOUDEVENTS, V_CONNECTED, V_DISCONNECTED,
+  K_ID = 1,
+  K_TYPE,
+  K_SUBJECT,
+  K_TIME,
+  K_SOURCE,
+  K_DATA_VERSION,
+  K_SCHEMA,
+  K_DATA,
+  K_DELIVERY_COUNT,
+  K_AEG,
+  K_RAW,
+  V_EVENTGRID,
+  V_CLOUDEVENTS,
+  V_CONNECTED,
+  V_DISCONNECTED,
   N_UPVALUES = V_DISCONNECTED
 };
-static const char *const upvalue_text[N_UPVALUES] = {
-    "id",          "type",        "subject",   "time",          "source",
-    "data_version", "schema",     "data",      "delivery_count", "aeg",
-    "raw",         "eventgrid",   "cloudevents", EG_TYPE_CONNECTED, EG_TYPE_DISCONNECTED};
+static const char *const upvalue_text[N_UPVALUES] = {"id",
+                                                     "type",
+                                                     "subject",
+                                                     "time",
+                                                     "source",
+                                                     "data_version",
+                                                     "schema",
+                                                     "data",
+                                                     "delivery_count",
+                                                     "aeg",
+                                                     "raw",
+                                                     "eventgrid",
+                                                     "cloudevents",
+                                                     EG_TYPE_CONNECTED,
+                                                     EG_TYPE_DISCONNECTED};
 
 static void set_up(lua_State *L, int key, const char *v) {
   if (!v) return;
@@ -134,7 +158,8 @@ static int push_event(lua_State *L) {
   if (ev->kind == EV_OTHER) {
     set_up(L, K_TYPE, ev->type);
   } else {
-    lua_pushvalue(L, lua_upvalueindex(ev->kind == EV_CONNECTED ? V_CONNECTED : V_DISCONNECTED));
+    lua_pushvalue(
+        L, lua_upvalueindex(ev->kind == EV_CONNECTED ? V_CONNECTED : V_DISCONNECTED));
     put_up(L, K_TYPE);
   }
   set_up(L, K_SUBJECT, ev->subject);

@@ -80,7 +80,8 @@ static int opt_str(const cJSON *f, const char *name, const char **out, long i,
                    decode_error *e) {
   *out = NULL;
   if (!f || cJSON_IsNull(f)) return 0;
-  if (!cJSON_IsString(f)) return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
+  if (!cJSON_IsString(f))
+    return fail(e, 400, i, "event %ld: '%s' must be a string", i, name);
   *out = f->valuestring;
   return 0;
 }
@@ -199,13 +200,14 @@ static int check_signalr_data(const event_t *ev, long i, decode_error *e) {
 
 enum { EG_ID, EG_TYPE, EG_TIME, EG_SUBJECT, EG_TOPIC, EG_DATAVERSION, EG_DATA, EG_N };
 static const char *const eg_names[EG_N] = {"id",    "eventType",   "eventTime", "subject",
-                                            "topic", "dataVersion", "data"};
+                                           "topic", "dataVersion", "data"};
 
 static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_error *e) {
   const cJSON *f[EG_N];
   long long t;
   members(o, eg_names, f, EG_N);
-  if (req_str(f[EG_ID], "id", &ev->id, i, e) || req_str(f[EG_TYPE], "eventType", &ev->type, i, e))
+  if (req_str(f[EG_ID], "id", &ev->id, i, e) ||
+      req_str(f[EG_TYPE], "eventType", &ev->type, i, e))
     return -1;
   if (!f[EG_TIME]) return fail(e, 400, i, "event %ld: missing 'eventTime'", i);
   if (!cJSON_IsString(f[EG_TIME]) || eventgrid_parse_time(f[EG_TIME]->valuestring, &t))
@@ -219,18 +221,30 @@ static int decode_eventgrid_event(const cJSON *o, event_t *ev, long i, decode_er
   return 0;
 }
 
-enum { CE_SPEC, CE_ID, CE_SOURCE, CE_TYPE, CE_SUBJECT, CE_TIME, CE_SCHEMA, CE_DCT, CE_B64,
-       CE_DATA, CE_N };
+enum {
+  CE_SPEC,
+  CE_ID,
+  CE_SOURCE,
+  CE_TYPE,
+  CE_SUBJECT,
+  CE_TIME,
+  CE_SCHEMA,
+  CE_DCT,
+  CE_B64,
+  CE_DATA,
+  CE_N
+};
 static const char *const ce_names[CE_N] = {
     "specversion", "id",         "source",          "type",        "subject",
     "time",        "dataschema", "datacontenttype", "data_base64", "data"};
 
 static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *e) {
   const cJSON *f[CE_N];
-  const char *spec, *schema;
+  const char *spec = NULL, *schema = NULL;
   long long t;
   members(o, ce_names, f, CE_N);
-  if (req_str(f[CE_SPEC], "specversion", &spec, i, e) || req_str(f[CE_ID], "id", &ev->id, i, e) ||
+  if (req_str(f[CE_SPEC], "specversion", &spec, i, e) ||
+      req_str(f[CE_ID], "id", &ev->id, i, e) ||
       req_str(f[CE_SOURCE], "source", &ev->source, i, e) ||
       req_str(f[CE_TYPE], "type", &ev->type, i, e))
     return -1;
@@ -246,7 +260,8 @@ static int decode_cloudevent(const cJSON *o, event_t *ev, long i, decode_error *
     return fail(e, 400, i, "event %ld: 'time' is not an RFC 3339 time", i);
   ev->data = cJSON_IsNull(f[CE_DATA]) ? NULL : f[CE_DATA]; /* null means unset */
   if (ev->data_base64) {
-    if (ev->data) return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
+    if (ev->data)
+      return fail(e, 400, i, "event %ld: 'data' and 'data_base64' are exclusive", i);
     size_t n = strlen(ev->data_base64), k, bad;
     unsigned char *tmp = malloc(crypto_base64_decoded_max(n));
     int r = tmp ? crypto_base64_decode(ev->data_base64, n, 0, tmp, &k, &bad) : -1;

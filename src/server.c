@@ -286,7 +286,10 @@ static void send_response(conn *c, int status, const char *ctype, const char *bo
   memcpy(wr->data, head, (size_t)n);
   if (blen) memcpy(wr->data + n, body, blen);
   wr->len = (size_t)n + blen;
-  if (close) c->close_after_write = 1;
+  if (close) { /* then only the writes remain: bounded by the drain time */
+    c->close_after_write = 1;
+    arm(c, PH_DRAIN);
+  }
   queue_write(c, wr);
 }
 
@@ -330,7 +333,10 @@ void request_respond(request_t *r, int status, const char *ctype, const char *bo
   metrics_request(status);
   if (log_enabled(LOG_INFO)) access_log(r, status);
   if (!c->closing) {
-    int close = close_after || c->srv->stopping || !llhttp_should_keep_alive(&c->parser);
+    /* CONNECT and Upgrade requests are never continued: their answer closes */
+    int close = close_after || c->srv->stopping ||
+                !llhttp_should_keep_alive(&c->parser) ||
+                strcmp(r->method, "CONNECT") == 0 || request_header(r, "upgrade");
     if (!r->body_done) {
       /* Answered from the head: drop the body, or close when it is too large or the
        * client is waiting for our go-ahead (it may never send the body). */
@@ -379,8 +385,7 @@ static void on_timeout(uv_timer_t *t) {
     if (!c->close_after_write && !c->req.in_handler && !c->req.responded) {
       log_write(LOG_INFO, "request timed out",
                 (log_kv[]){{"phase", c->phase == PH_HEAD ? "head" : "body"}}, 1);
-      send_error(c, 408, "request not received in time");
-      arm(c, PH_DRAIN); /* the write's completion lingers, then closes */
+      send_error(c, 408, "request not received in time"); /* drains, lingers, closes */
       return;
     }
     conn_close(c);
@@ -508,12 +513,13 @@ static int on_headers_complete(llhttp_t *p) {
     return HPE_PAUSED;
   }
   s->h.on_head(r, s->h.ud);
-  if (r->responded) {
-    if (c->close_after_write) return HPE_PAUSED;
-    return 0; /* body discarded, next request follows */
-  }
   int has_body =
       (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
+  if (r->responded) {
+    if (c->close_after_write) return HPE_PAUSED;
+    if (has_body) arm(c, PH_BODY); /* discarded, with the time a body gets */
+    return 0;                      /* then the next request follows */
+  }
   if (r->expect_continue && has_body) {
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     write_raw(c, cont, sizeof cont - 1);
