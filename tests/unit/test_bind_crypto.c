@@ -1,6 +1,7 @@
 /* test_bind_crypto: the crypto module against published vectors (RFC 4231
  * HMAC-SHA256, FIPS 180 SHA-256 examples, RFC 4648 base64), plus base64url, hex,
  * random_bytes and argument handling. */
+#include "check.h"
 #include "bind_crypto.h"
 
 #include <lauxlib.h>
@@ -9,14 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(e)                                                                         \
-  do {                                                                                   \
-    if (!(e)) {                                                                          \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e);              \
-      exit(1);                                                                           \
-    }                                                                                    \
-  } while (0)
 
 /* Runs a Lua chunk named after the C line, so a failing assert points here. */
 static void run_lua(lua_State *L, const char *code, int line) {

@@ -3,6 +3,7 @@
  * cancellation when the task is abandoned, and shutdown with a transfer in flight.
  * The loop must close cleanly afterwards (every uv handle released). Most of the
  * behaviour (errors by class, TLS, limits, load) is covered by e2e/http_client. */
+#include "check.h"
 #include "bind_http.h"
 #include "bind_timer.h"
 #include "log.h"
@@ -16,14 +17,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
-
-#define CHECK(e)                                                                         \
-  do {                                                                                   \
-    if (!(e)) {                                                                          \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e);              \
-      exit(1);                                                                           \
-    }                                                                                    \
-  } while (0)
 
 static uv_loop_t loop;
 static script_t *S;

@@ -1,5 +1,6 @@
 /* test_bind_json: the json module (encode/decode/null/array) through Lua, and
  * bind_json_push and json_utf8_valid directly from C. */
+#include "check.h"
 #include "bind_json.h"
 
 #include <lauxlib.h>
@@ -8,14 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(e)                                                                         \
-  do {                                                                                   \
-    if (!(e)) {                                                                          \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e);              \
-      exit(1);                                                                           \
-    }                                                                                    \
-  } while (0)
 
 /* Runs a Lua chunk named after the C line, so a failing assert points here. */
 static void run_lua(lua_State *L, const char *code, int line) {

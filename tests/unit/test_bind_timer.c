@@ -1,6 +1,7 @@
 /* test_bind_timer: the timer module on a real uv loop and script_t: ordering,
  * cancel, every, sleep, errors in callbacks, timeouts, generations at reload,
  * shutdown. Tasks are driven directly (task_new/task_run), as dispatch does. */
+#include "check.h"
 #include "bind_timer.h"
 #include "log.h"
 #include "script.h"
@@ -14,14 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
-
-#define CHECK(e)                                                                         \
-  do {                                                                                   \
-    if (!(e)) {                                                                          \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #e);              \
-      exit(1);                                                                           \
-    }                                                                                    \
-  } while (0)
 
 static uv_loop_t loop;
 static script_t *S;
