@@ -125,9 +125,9 @@ static int open_state(lua_State *L) {
   lua_pushlightuserdata(L, s);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SCRIPT_KEY);
   for (size_t i = 0; i < sizeof bindings / sizeof bindings[0]; i++) {
-    lua_pushcfunction(L, bindings[i].open);
-    lua_call(L, 0, 1);
-    lua_setglobal(L, bindings[i].name);
+    luaL_requiref(L, bindings[i].name, bindings[i].open,
+                  1); /* a global, and require()able */
+    lua_pop(L, 1);
   }
   lua_createtable(L, 0, 2);
   lua_pushcfunction(L, l_reject);

@@ -140,7 +140,8 @@ static int same_tree(const cJSON *a, const cJSON *b) {
   if ((a->type & 0xFF) != (b->type & 0xFF)) return 0;
   if ((a->string == NULL) != (b->string == NULL)) return 0;
   if (a->string && strcmp(a->string, b->string) != 0) return 0;
-  if (cJSON_IsNumber(a)) return memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)) == 0;
+  if (cJSON_IsNumber(a))
+    return memcmp(&a->valuedouble, &b->valuedouble, sizeof(double)) == 0;
   if (cJSON_IsString(a)) return strcmp(a->valuestring, b->valuestring) == 0;
   const cJSON *x = a->child, *y = b->child;
   for (; x && y; x = x->next, y = y->next)
@@ -153,7 +154,8 @@ static void check_raw_span(const event_t *ev, size_t i) {
   arena_t *a = arena_new();
   json_error je;
   if (!a) abort();
-  cJSON *again = json_parse(ev->raw, ev->raw_len, a, EVENTGRID_MAX_DEPTH, NULL, NULL, &je);
+  cJSON *again =
+      json_parse(ev->raw, ev->raw_len, a, EVENTGRID_MAX_DEPTH, NULL, NULL, &je);
   if (!again)
     FAIL("event %zu: raw span does not parse (%s at %zu): %.*s", i, je.msg, je.off,
          (int)ev->raw_len, ev->raw);
@@ -193,8 +195,7 @@ static void check_event(const input *in, const batch_t *b, size_t i, int is_arra
       const char *p = d->body; /* white space, or a BOM first (if raw skips it) */
       if (ev->raw - p >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
       for (; p < ev->raw; p++) ENSURE(is_ws(*p));
-      for (p = ev->raw + ev->raw_len; p < d->body + d->len; p++)
-        ENSURE(is_ws(*p));
+      for (p = ev->raw + ev->raw_len; p < d->body + d->len; p++) ENSURE(is_ws(*p));
     }
     /* The raw span must be this event's own text: it parses to the same object. */
     check_raw_span(ev, i);

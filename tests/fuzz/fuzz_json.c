@@ -82,7 +82,8 @@ static int has_long_number(const unsigned char *s, size_t n) {
   size_t run = 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = s[i];
-    if ((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-') {
+    if ((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' ||
+        c == '-') {
       if (++run >= 63) return 1;
     } else {
       run = 0;
@@ -143,8 +144,8 @@ static int ref_check(const unsigned char *p, size_t n, int max_depth) {
         if (c == '\\') {
           if (i + 1 >= n) return 0;
           if (p[i + 1] == 'u') {
-            if (n - i < 6 || !is_hex(p[i + 2]) || !is_hex(p[i + 3]) || !is_hex(p[i + 4]) ||
-                !is_hex(p[i + 5]))
+            if (n - i < 6 || !is_hex(p[i + 2]) || !is_hex(p[i + 3]) ||
+                !is_hex(p[i + 4]) || !is_hex(p[i + 5]))
               return 0;
             if (memcmp(p + i + 2, "0000", 4) == 0) return 0;
             i += 6;
@@ -216,7 +217,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!err.msg) FAIL("refused without a message");
     if (err.off > size) FAIL("error offset %zu past the end (%zu)", err.off, size);
     if (strcmp(err.msg, "out of memory") == 0) FAIL("out of memory on %zu bytes", size);
-    if (ref && !bom) FAIL("json_parse refuses what the reference accepts: %s at %zu", err.msg, err.off);
+    if (ref && !bom)
+      FAIL("json_parse refuses what the reference accepts: %s at %zu", err.msg, err.off);
   } else {
     if (!ref && !long_num && !bom) FAIL("json_parse accepts what the reference refuses");
     if (ref) {
@@ -232,7 +234,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t off = sp.off[i], len = sp.len[i];
         if (len == 0 || off > size || len > size - off)
           FAIL("span %zu (%zu+%zu) outside the text (%zu)", i, off, len, size);
-        if (is_ws(data[off]) || is_ws(data[off + len - 1])) FAIL("span %zu not trimmed", i);
+        if (is_ws(data[off]) || is_ws(data[off + len - 1]))
+          FAIL("span %zu not trimmed", i);
         arena_t *a2 = arena_new();
         json_error e2;
         cJSON *again = json_parse(s + off, len, a2, DEPTH, NULL, NULL, &e2);

@@ -66,7 +66,8 @@ static const char SCRIPT[] =
     "  if type(d) == 'table' then\n"
     "    local n = 0\n"
     "    for k, v in pairs(d) do n = n + 1; if n > 64 then break end end\n"
-    "    if d.hubName then local _ = tostring(d.hubName) .. tostring(d.connectionId) end\n"
+    "    if d.hubName then local _ = tostring(d.hubName) .. tostring(d.connectionId) "
+    "end\n"
     "  end\n"
     "  if ev.raw and #ev.raw > 0 then json.decode(ev.raw) end\n"
     "  state.events = (state.events or 0) + 1\n"
@@ -82,7 +83,8 @@ static const char SCRIPT[] =
     "  if t == 'Fuzz.Pcall' then pcall(error, {}) end\n"
     "  if heavy > 0 then\n"
     "    if t == 'Fuzz.Slow' then heavy = 0; timer.sleep(50) end -- past the timeout\n"
-    "    if t == 'Fuzz.Loop' then heavy = 0; local x = 0; for i = 1, 1e8 do x = x + i end end\n"
+    "    if t == 'Fuzz.Loop' then heavy = 0; local x = 0; for i = 1, 1e8 do x = x + i "
+    "end end\n"
     "    if t == 'Fuzz.Alloc' then heavy = 0; local a = {}\n"
     "      for i = 1, 1e6 do a[i] = string.rep('x', 64) .. i end end\n"
     "  end\n"
@@ -242,7 +244,8 @@ static int rs_headers(llhttp_t *p) {
     fprintf(stderr, "status %d has no reason phrase in server_status_text\n", st);
     dump_and_fail("unknown status");
   }
-  if (!(p->flags & F_CONTENT_LENGTH)) dump_and_fail("final response without Content-Length");
+  if (!(p->flags & F_CONTENT_LENGTH))
+    dump_and_fail("final response without Content-Length");
   int k = orc.finals++;
   if (orc.finals > orc.begun + 1) dump_and_fail("more responses than requests");
   if (k < orc.nmethods && orc.methods[k] == HTTP_HEAD) return 1; /* no body follows */
@@ -269,7 +272,8 @@ static void oracle_feed(const char *buf, size_t n) {
   orc.seen += n;
   llhttp_errno_t err = llhttp_execute(&orc.resp, buf, n);
   if (err == HPE_OK) return;
-  fprintf(stderr, "llhttp: %s: %s\n", llhttp_errno_name(err), llhttp_get_error_reason(&orc.resp));
+  fprintf(stderr, "llhttp: %s: %s\n", llhttp_errno_name(err),
+          llhttp_get_error_reason(&orc.resp));
   dump_and_fail("malformed response stream");
 }
 
