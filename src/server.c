@@ -17,8 +17,9 @@
 #include <strings.h>
 
 #define READ_CHUNK (64 * 1024)
-#define MAX_WRITES 16   /* queued responses before the parser waits */
-#define LINGER_MS  2000 /* reading and dropping after a closing response */
+#define MAX_WRITES 16          /* queued responses before the parser waits */
+#define LINGER_MS  2000        /* reading and dropping after a closing response */
+#define PREALLOC   (64 * 1024) /* body room made before the body arrives */
 
 typedef struct hdr {
   uint32_t name, value; /* offsets into head */
@@ -525,14 +526,19 @@ static int on_headers_complete(llhttp_t *p) {
     write_raw(c, cont, sizeof cont - 1);
   }
   if (has_body) arm(c, PH_BODY);
+  /* Room for the announced body, up to PREALLOC: memory follows the bytes that
+   * actually arrive, not what a client claims it will send. */
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > r->body_cap) {
-    char *b = realloc(r->body, p->content_length);
-    if (!b) {
-      c->abort_status = 500;
-      return -1;
+    size_t want = p->content_length < PREALLOC ? (size_t)p->content_length : PREALLOC;
+    if (want > r->body_cap) {
+      char *b = realloc(r->body, want);
+      if (!b) {
+        c->abort_status = 500;
+        return -1;
+      }
+      r->body = b;
+      r->body_cap = want;
     }
-    r->body = b;
-    r->body_cap = p->content_length;
   }
   return 0;
 }
@@ -619,6 +625,21 @@ static void read_start(conn *c) {
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
 }
 
+/* An idle keep-alive connection keeps no large buffers from its last request. */
+static void trim(conn *c) {
+  request_t *r = &c->req;
+  if (r->body_cap > PREALLOC) {
+    free(r->body);
+    r->body = NULL;
+    r->body_cap = 0;
+  }
+  if (c->in_cap > 2 * READ_CHUNK) {
+    free(c->in);
+    c->in = NULL;
+    c->in_cap = 0;
+  }
+}
+
 static void read_stop(conn *c) {
   if (!c->reading) return;
   uv_read_stop((uv_stream_t *)&c->tcp);
@@ -659,7 +680,10 @@ static void process(conn *c) {
     }
     if (c->in_off >= c->in_len) {
       c->in_off = c->in_len = 0;
-      if (c->phase == PH_HANDLER) arm(c, PH_IDLE);
+      if (c->phase == PH_HANDLER) {
+        arm(c, PH_IDLE);
+        trim(c);
+      }
       read_start(c);
       return;
     }

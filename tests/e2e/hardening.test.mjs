@@ -636,3 +636,33 @@ describe('hardening: request handling', () => {
     }
   });
 });
+
+describe('hardening: announced bodies that never come', () => {
+  let d;
+  after(async () => { await d?.stop(); });
+
+  it('memory follows the bytes that arrive, not the Content-Length a client announces', async () => {
+    d = await startDaemon({ script: writeScript('function on_event(ev) end'),
+      args: ['--max-connections', '400', '--body-timeout-ms', '5000'] });
+    const data = () => Number(/^VmData:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))[1]);
+    const before = data();
+    const socks = [];
+    try {
+      for (let i = 0; i < 300; i++) {
+        const s = await connect(d.port);
+        s.on('error', () => {});
+        s.write('POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+                'Content-Length: 1000000\r\n\r\n[');
+        socks.push(s);
+      }
+      await sleep(300);
+      const grown = data() - before; // VmData: memory asked for, touched or not
+      // 300 x 1 MB would be 300 MB; what arrives is one byte each
+      assert.ok(grown < 48 * 1024, `VmData grew by ${grown} kB for 300 announced 1 MB bodies`);
+      const h = await get(d.port, '/healthz', {}, { timeoutMs: 2000 });
+      assert.equal(h.status, 200);
+    } finally {
+      for (const s of socks) s.destroy();
+    }
+  });
+});
