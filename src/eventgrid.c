@@ -333,24 +333,30 @@ static int hexval(char c) {
   return -1;
 }
 
+size_t eventgrid_percent_decode(const char *s, size_t n, char *out, int plus_is_space) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    int h1, h2;
+    if (s[i] == '%' && i + 2 < n && (h1 = hexval(s[i + 1])) >= 0 &&
+        (h2 = hexval(s[i + 2])) >= 0) {
+      out[k++] = (char)(h1 * 16 + h2);
+      i += 2;
+    } else {
+      out[k++] = plus_is_space && s[i] == '+' ? ' ' : s[i];
+    }
+  }
+  out[k] = '\0';
+  return k;
+}
+
 /* Adds attribute `name` to o: the header value, percent-decoded (UTF-8, no NUL). */
 static int add_attribute(arena_t *a, cJSON *o, const char *name, const char *hv) {
-  size_t vl = strlen(hv), k = 0;
+  size_t vl = strlen(hv);
   char *v = arena_alloc(a, vl + 1);
   cJSON *s = json_new(a, cJSON_String);
   char *key = json_strndup(a, name, strlen(name));
   if (!v || !s || !key) return -1;
-  for (size_t i = 0; i < vl; i++) {
-    int h1, h2;
-    if (hv[i] == '%' && i + 2 < vl && (h1 = hexval(hv[i + 1])) >= 0 &&
-        (h2 = hexval(hv[i + 2])) >= 0) {
-      v[k++] = (char)(h1 * 16 + h2);
-      i += 2;
-    } else {
-      v[k++] = hv[i];
-    }
-  }
-  v[k] = '\0';
+  size_t k = eventgrid_percent_decode(hv, vl, v, 0);
   if (strlen(v) != k || !json_utf8_valid(v, k)) return 1;
   s->valuestring = v;
   json_append(o, s, key);

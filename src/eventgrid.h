@@ -88,6 +88,11 @@ int eventgrid_is_ce_attribute(const char *name);
  * UTC). Returns 0 and seconds since the epoch (fraction dropped), or -1. */
 int eventgrid_parse_time(const char *s, long long *epoch);
 
+/* Percent-decodes s[0..n) into out (room for n + 1 bytes; NUL-terminated), '+' as a
+ * space when plus_is_space (query strings). Returns the decoded length; a '%' not
+ * followed by two hex digits stands for itself. */
+size_t eventgrid_percent_decode(const char *s, size_t n, char *out, int plus_is_space);
+
 /* The JSON body of the validation answer: {"validationResponse":"<code>"}, malloc'd. */
 char *eventgrid_validation_response(const batch_t *b, size_t *len);
 

@@ -77,32 +77,15 @@ static void respond_error(request_t *req, int status, const char *msg, long inde
 
 /* ------------------------------------------------------------ secret */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-/* The percent-decoded value of query parameter `name`, in out; 0 if found. */
+/* The percent-decoded value of query parameter `name`, in out; 0 if found (a value
+ * too long for out is not). */
 static int query_param(const char *q, const char *name, char *out, size_t outlen) {
   size_t nl = strlen(name);
   while (*q) {
     const char *amp = strchr(q, '&');
     size_t len = amp ? (size_t)(amp - q) : strlen(q);
-    if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
-      size_t o = 0;
-      for (size_t i = nl + 1; i < len && o + 1 < outlen; i++) {
-        int h1, h2;
-        if (q[i] == '%' && i + 2 < len && (h1 = hexval(q[i + 1])) >= 0 &&
-            (h2 = hexval(q[i + 2])) >= 0) {
-          out[o++] = (char)(h1 * 16 + h2);
-          i += 2;
-        } else {
-          out[o++] = q[i] == '+' ? ' ' : q[i];
-        }
-      }
-      out[o] = '\0';
+    if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=' && len - nl - 1 < outlen) {
+      eventgrid_percent_decode(q + nl + 1, len - nl - 1, out, 1);
       return 0;
     }
     q += len;
