@@ -63,7 +63,6 @@ static struct {
   int global_init;
   int shut;
   int active;
-  long max_host, max_total;
   req *reqs;
   sock *socks;
 } H;
@@ -396,10 +395,8 @@ static const char *multi_init(uv_loop_t *loop) {
   curl_multi_setopt(H.multi, CURLMOPT_SOCKETFUNCTION, on_socket);
   curl_multi_setopt(H.multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
   curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                    H.max_host > 0 ? H.max_host
-                                   : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
-  curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS,
-                    H.max_total > 0 ? H.max_total : (long)HTTP_DEFAULT_MAX_CONNECTIONS);
+                    (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
+  curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS, (long)HTTP_DEFAULT_MAX_CONNECTIONS);
   return NULL;
 }
 
@@ -755,18 +752,6 @@ int bind_http_open(lua_State *L) {
 }
 
 /* ------------------------------------------------------------------ process-wide */
-
-void bind_http_set_limits(long max_host_connections, long max_connections) {
-  H.max_host = max_host_connections;
-  H.max_total = max_connections;
-  if (H.multi) {
-    curl_multi_setopt(H.multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      H.max_host > 0 ? H.max_host
-                                     : (long)HTTP_DEFAULT_MAX_HOST_CONNECTIONS);
-    curl_multi_setopt(H.multi, CURLMOPT_MAXCONNECTS,
-                      H.max_total > 0 ? H.max_total : (long)HTTP_DEFAULT_MAX_CONNECTIONS);
-  }
-}
 
 int bind_http_active(void) {
   return H.active;

@@ -23,10 +23,6 @@
 /* luaopen-style: pushes the `http` module table. */
 int bind_http_open(lua_State *L);
 
-/* Optional, before the first request: connections per host (CURLMOPT_MAX_HOST_
- * CONNECTIONS) and the connection cache size (CURLMOPT_MAXCONNECTS); 0 = default. */
-void bind_http_set_limits(long max_host_connections, long max_connections);
-
 /* Aborts every transfer in progress (its task is abandoned with TASK_TIMEOUT and
  * the reason "shutting down..."; no Lua runs), closes cached connections and
  * cleans libcurl up. Later requests fail with "error: shutting down". Closing the

@@ -52,14 +52,6 @@ void metrics_timer_error(void) {
   timer_errors++;
 }
 
-uint64_t metrics_requests(int status) {
-  return status >= 100 && status < 600 ? requests[status] : 0;
-}
-
-uint64_t metrics_events(metric_kind k, metric_outcome o) {
-  return events[k][o];
-}
-
 typedef struct out {
   char *p;
   size_t len, cap;

@@ -50,9 +50,6 @@ void metrics_reload(int ok);
 void metrics_outbound(metric_call c);
 void metrics_timer_error(void);
 
-uint64_t metrics_requests(int status);
-uint64_t metrics_events(metric_kind k, metric_outcome o);
-
 /* The text exposition format; malloc'd, *len set. */
 char *metrics_render(const metrics_gauges *g, size_t *len);
 

@@ -897,10 +897,6 @@ const char *request_body(const request_t *r, size_t *len) {
   return r->body ? r->body : "";
 }
 
-uint64_t request_start_ns(const request_t *r) {
-  return r->t0;
-}
-
 void request_set_events(request_t *r, long n) {
   r->events = n;
 }

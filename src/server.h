@@ -61,7 +61,6 @@ size_t request_header_count(const request_t *r);
 void request_header_at(const request_t *r, size_t i, const char **name,
                        const char **value);
 const char *request_body(const request_t *r, size_t *len);
-uint64_t request_start_ns(const request_t *r);
 /* Events the request carried, for the access log line. */
 void request_set_events(request_t *r, long n);
 
